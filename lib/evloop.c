@@ -1,0 +1,166 @@
+/*
+ * lib/evloop.c - the only file that includes ev.h.
+ *
+ * Owns the libev loop of a runtime, the table of fd watchers, and the single
+ * timer that bounds a blocking poll at the next deadline (the deadlines
+ * themselves live in nest's own heap, lib/deadline.c, which is what lets the
+ * mock clock work).  libev callbacks here never run user code: they only
+ * move a waiting task to the run queue (nest__wake).
+ *
+ * The fd table is an array of pointers to per-fd entries that are allocated
+ * once and never moved, because libev keeps pointers to active watchers.  An
+ * entry holds one ev_io and one waiting task per direction; a watcher is
+ * active exactly while a task waits on it (rt->nio counts them), so an idle
+ * fd costs libev nothing and the deadlock check can trust rt->nio.
+ *
+ * libev's own allocations (the loop, its internal fd arrays) go through
+ * libev's allocator, not nest's hook: libev aborts on allocation failure and
+ * cannot report it, so routing them through the hook would turn an injected
+ * failure into an abort instead of -ENOMEM.
+ */
+#include <ev.h>
+#include <string.h>
+
+#include "core.h"
+
+struct fd_entry {
+    ev_io io[2];            /* [0] readable, [1] writable */
+    nest_task *waiter[2];
+};
+
+struct nest__loop {
+    struct ev_loop *ev;
+    int own;                /* created here: destroy on close */
+    ev_timer timer;         /* bounds a blocking poll */
+    struct fd_entry **fds;  /* indexed by fd; NULL where never used */
+    int nfds;
+    struct nest__rt *rt;
+};
+
+static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)revents;
+    struct nest__loop *lp = w->data;
+    int dir = (w->events & EV_WRITE) ? 1 : 0;
+    struct fd_entry *e = lp->fds[w->fd];
+    nest_task *t = e->waiter[dir];
+    ev_io_stop(ev, w);
+    e->waiter[dir] = NULL;
+    lp->rt->nio--;
+    nest__wake(lp->rt, t, 0);
+}
+
+static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    (void)ev;
+    (void)w;
+    (void)revents; /* its only job is to end ev_run */
+}
+
+int nest__loop_open(struct nest__rt *rt, void *host_loop) {
+    struct nest__loop *lp = nest__alloc(sizeof *lp);
+    if (!lp) return -ENOMEM;
+    memset(lp, 0, sizeof *lp);
+    lp->rt = rt;
+    if (host_loop) {
+        lp->ev = host_loop;
+    } else {
+        lp->ev = ev_loop_new(EVFLAG_AUTO);
+        lp->own = 1;
+        if (!lp->ev) {
+            nest__free(lp, sizeof *lp);
+            return -ENOMEM;
+        }
+    }
+    ev_timer_init(&lp->timer, timer_cb, 0., 0.);
+    rt->loop = lp;
+    return 0;
+}
+
+void nest__loop_close(struct nest__rt *rt) {
+    struct nest__loop *lp = rt->loop;
+    if (!lp) return;
+    for (int fd = 0; fd < lp->nfds; fd++) {
+        struct fd_entry *e = lp->fds[fd];
+        if (!e) continue;
+        for (int d = 0; d < 2; d++)
+            if (ev_is_active(&e->io[d])) ev_io_stop(lp->ev, &e->io[d]);
+        nest__free(e, sizeof *e);
+    }
+    nest__free(lp->fds, (size_t)lp->nfds * sizeof *lp->fds);
+    if (lp->own) ev_loop_destroy(lp->ev);
+    nest__free(lp, sizeof *lp);
+    rt->loop = NULL;
+}
+
+void nest__loop_poll(struct nest__rt *rt, nest_time timeout) {
+    struct nest__loop *lp = rt->loop;
+    if (timeout == 0) {
+        ev_run(lp->ev, EVRUN_NOWAIT);
+        return;
+    }
+    if (timeout > 0) {
+        ev_now_update(lp->ev);
+        ev_timer_set(&lp->timer, (double)timeout / 1e9, 0.);
+        ev_timer_start(lp->ev, &lp->timer);
+    }
+    ev_run(lp->ev, EVRUN_ONCE);
+    if (timeout > 0) ev_timer_stop(lp->ev, &lp->timer);
+}
+
+static struct fd_entry *entry(struct nest__loop *lp, int fd) {
+    if (fd >= lp->nfds) {
+        int n = lp->nfds ? lp->nfds : 64;
+        while (n <= fd) n *= 2;
+        struct fd_entry **a = nest__realloc(lp->fds, (size_t)lp->nfds * sizeof *a,
+                                            (size_t)n * sizeof *a);
+        if (!a) return NULL;
+        memset(a + lp->nfds, 0, (size_t)(n - lp->nfds) * sizeof *a);
+        lp->fds = a;
+        lp->nfds = n;
+    }
+    if (!lp->fds[fd]) {
+        struct fd_entry *e = nest__alloc(sizeof *e);
+        if (!e) return NULL;
+        memset(e, 0, sizeof *e);
+        lp->fds[fd] = e;
+    }
+    return lp->fds[fd];
+}
+
+int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t) {
+    struct nest__loop *lp = rt->loop;
+    struct fd_entry *e = entry(lp, fd);
+    if (!e) return -ENOMEM;
+    if (e->waiter[writable]) return -EBUSY;
+    ev_io *w = &e->io[writable];
+    ev_io_init(w, io_cb, fd, writable ? EV_WRITE : EV_READ);
+    w->data = lp;
+    ev_io_start(lp->ev, w);
+    e->waiter[writable] = t;
+    rt->nio++;
+    return 0;
+}
+
+void nest__loop_unwatch(struct nest__rt *rt, int fd, int writable) {
+    struct nest__loop *lp = rt->loop;
+    if (fd >= lp->nfds || !lp->fds[fd] || !lp->fds[fd]->waiter[writable]) return;
+    struct fd_entry *e = lp->fds[fd];
+    ev_io_stop(lp->ev, &e->io[writable]);
+    e->waiter[writable] = NULL;
+    rt->nio--;
+}
+
+nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable) {
+    struct nest__loop *lp = rt->loop;
+    if (fd < 0 || fd >= lp->nfds || !lp->fds[fd]) return NULL;
+    return lp->fds[fd]->waiter[writable];
+}
+
+void nest__loop_closing(struct nest__rt *rt, int fd) {
+    for (int d = 0; d < 2; d++) {
+        nest_task *t = nest__loop_waiter(rt, fd, d);
+        if (!t) continue;
+        nest__loop_unwatch(rt, fd, d);
+        t->abort_fn = NULL;
+        nest__wake(rt, t, NEST_ECLOSED);
+    }
+}

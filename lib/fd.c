@@ -1,0 +1,32 @@
+/*
+ * lib/fd.c - waiting for file descriptors (nest/fd.h).
+ *
+ * The policy layer over evloop.c's watcher table: checkpoint rules, one
+ * waiter per fd and direction, cancellation, and nest_notify_closing().
+ * A waiting task keeps (fd << 1 | writable) in wake_val so that abort can
+ * find its watcher.
+ */
+#include "core.h"
+
+static void abort_fd(nest_task *t) {
+    nest__loop_unwatch(nest__rt_cur, t->wake_val >> 1, t->wake_val & 1);
+}
+
+static int wait_fd(int fd, int writable, const char *what) {
+    nest_task *t = nest__task_self(what);
+    struct nest__rt *rt = nest__rt_cur;
+    if (nest__cancelled_at(t->cur)) return -ECANCELED;
+    if (fd < 0) return -EBADF;
+    int rc = nest__loop_watch(rt, fd, writable, t);
+    if (rc < 0) return rc;
+    t->wake_val = fd << 1 | writable;
+    return nest__park(rt, t, abort_fd);
+}
+
+int nest_wait_readable(int fd) { return wait_fd(fd, 0, "nest_wait_readable"); }
+int nest_wait_writable(int fd) { return wait_fd(fd, 1, "nest_wait_writable"); }
+
+void nest_notify_closing(int fd) {
+    nest__task_self("nest_notify_closing");
+    if (fd >= 0) nest__loop_closing(nest__rt_cur, fd);
+}

@@ -1,0 +1,364 @@
+/*
+ * lib/task.c - task control blocks, the run queue, and switching.
+ *
+ * Owns: the pool of control blocks, the FIFO run queue and its division
+ * into scheduling passes, park/wake/yield, task entry and exit, and the
+ * release of a finished task's stack.
+ *
+ * Invariants:
+ *  - A task is in the run queue iff its state is RUNNABLE.
+ *  - rt->batch counts the tasks of the current pass still in the queue:
+ *    tasks made runnable during a pass go behind them and run in the next
+ *    pass, so a task that yields in a loop cannot starve the others.
+ *  - Switching is direct, task to task: a parking task picks the next
+ *    runnable task itself.  Control returns to the scheduler (the main
+ *    context) only when the queue is empty or I/O and timers are due to be
+ *    polled (every NEST__POLL_EVERY steps), so polling costs no system call
+ *    per pass but its latency stays bounded.
+ *  - A finished task cannot free the stack it runs on: it leaves itself in
+ *    rt->zombie, and whatever context runs next releases it (reap()).
+ *  - A task gets a stack only when it first runs, and stacks are reused
+ *    last-in first-out, so spawning touches no stack memory and a stream of
+ *    short tasks keeps running on the same hot stack.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define NEST__POLL_EVERY 64u
+#define CHUNK_TASKS 64
+
+_Thread_local struct nest__rt *nest__rt_cur;
+
+struct task_chunk {
+    struct task_chunk *next;
+    nest_task tasks[CHUNK_TASKS];
+};
+
+void nest__panic(const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fputs("nest: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+nest_task *nest__task_self(const char *what) {
+    struct nest__rt *rt = nest__rt_cur;
+    if (!rt || !rt->current)
+        nest__panic("%s() called outside a task (rule: blocking calls, scopes and nurseries "
+                    "are used only inside tasks run by nest_run())",
+                    what);
+    return rt->current;
+}
+
+nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char *name,
+                          const char *file, int line, size_t stack_size) {
+    nest_task *t = rt->free_tasks;
+    if (!t) {
+        struct task_chunk *c = nest__alloc(sizeof *c);
+        if (!c) return NULL;
+        c->next = rt->task_chunks;
+        rt->task_chunks = c;
+        for (int i = CHUNK_TASKS - 1; i >= 0; i--) {
+            c->tasks[i].next = rt->free_tasks;
+            rt->free_tasks = &c->tasks[i];
+        }
+        t = rt->free_tasks;
+    }
+    rt->free_tasks = t->next;
+    t->next = NULL;
+    t->stack = NULL;
+    t->fn = fn;
+    t->arg = arg;
+    nest__scope_init_system(&t->root, t, file);
+    t->root.line = line;
+    t->cur = &t->root;
+    t->nursery = NULL;
+    t->name = name;
+    t->file = file;
+    t->line = line;
+    t->state = NEST__NEW;
+    t->flags = 0;
+    t->rc = 0;
+    t->wake_rc = 0;
+    t->stack_size = stack_size;
+    t->id = ++rt->next_id;
+    t->abort_fn = NULL;
+    t->waiters = NULL;
+    t->wait_next = NULL;
+    t->retained_next = NULL;
+    t->starter = NULL;
+    t->wake_ptr = NULL;
+    t->wake_val = 0;
+    rt->ntasks++;
+    return t;
+}
+
+void nest__task_free(struct nest__rt *rt, nest_task *t) {
+    t->state = -1; /* a stale handle now fails loudly rather than quietly */
+    t->next = rt->free_tasks;
+    rt->free_tasks = t;
+    rt->ntasks--;
+}
+
+void nest__task_pool_destroy(struct nest__rt *rt) {
+    struct task_chunk *c = rt->task_chunks;
+    while (c) {
+        struct task_chunk *next = c->next;
+        nest__free(c, sizeof *c);
+        c = next;
+    }
+    rt->task_chunks = NULL;
+    rt->free_tasks = NULL;
+}
+
+void nest__schedule(struct nest__rt *rt, nest_task *t) {
+    t->state = NEST__RUNNABLE;
+    t->next = NULL;
+    if (rt->runq_tail)
+        rt->runq_tail->next = t;
+    else
+        rt->runq_head = t;
+    rt->runq_tail = t;
+    rt->nrunq++;
+}
+
+static nest_task *runq_pop(struct nest__rt *rt) {
+    nest_task *t = rt->runq_head;
+    rt->runq_head = t->next;
+    if (!rt->runq_head) rt->runq_tail = NULL;
+    rt->nrunq--;
+    return t;
+}
+
+/* Releases the stack (and, without a handle, the control block) of the task
+ * that finished just before the switch that brought us here. */
+static void reap(struct nest__rt *rt) {
+    nest_task *z = rt->zombie;
+    if (!z) return;
+    rt->zombie = NULL;
+    nest__ctx_destroy(&z->ctx);
+    if (nest__stack_put(&rt->stacks, z->stack) < 0)
+        nest__panic("stack overflow in task '%s' (spawned at %s:%d): the canary at the bottom "
+                    "of its unguarded %zu-byte stack was overwritten; give it a larger stack",
+                    z->name, z->file, z->line, z->stack->size);
+    z->stack = NULL;
+    if (!(z->flags & NEST__TASK_RETAINED)) nest__task_free(rt, z);
+}
+
+static void task_entry(void);
+static void task_done(struct nest__rt *rt, nest_task *t, int rc);
+
+/* Gives t a stack on its first run.  Stack exhaustion fails the task with
+ * -ENOMEM as if it had returned that, without running any of its code. */
+static int bind_stack(struct nest__rt *rt, nest_task *t) {
+    size_t size = t->stack_size ? t->stack_size : rt->default_stack;
+    nest__stack *s = nest__stack_get(&rt->stacks, size);
+    if (!s) return -ENOMEM;
+    t->stack = s;
+    nest__ctx_make(&t->ctx, s->lo, s->size, task_entry);
+    return 0;
+}
+
+/* The next task to run, or NULL when the scheduler must take over: the
+ * queue is empty, or I/O and timers are due to be polled. */
+static nest_task *pick_next(struct nest__rt *rt) {
+    for (;;) {
+        if (rt->steps >= NEST__POLL_EVERY) return NULL;
+        if (rt->batch == 0) {
+            if (!rt->runq_head) return NULL;
+            rt->batch = rt->nrunq; /* a new pass: exactly the tasks runnable now */
+        }
+        nest_task *t = runq_pop(rt);
+        rt->batch--;
+        rt->steps++;
+        if (!t->stack && bind_stack(rt, t) < 0) {
+            task_done(rt, t, -ENOMEM);
+            if (!(t->flags & NEST__TASK_RETAINED)) nest__task_free(rt, t);
+            continue;
+        }
+        return t;
+    }
+}
+
+static void check_canary(nest_task *t) {
+    if (!t->stack->guarded && nest__stack_check(t->stack) < 0)
+        nest__panic("stack overflow in task '%s' (spawned at %s:%d): the canary at the bottom "
+                    "of its unguarded %zu-byte stack was overwritten; give it a larger stack",
+                    t->name, t->file, t->line, t->stack->size);
+}
+
+/* Switches from the running task self to whatever runs next. */
+static void switch_out(struct nest__rt *rt, nest_task *self) {
+    check_canary(self);
+    nest_task *next = pick_next(rt);
+    if (next == self) { /* it was the only runnable task: no switch at all */
+        self->state = NEST__RUNNING;
+        return;
+    }
+    rt->current = next;
+    if (next) next->state = NEST__RUNNING;
+    nest__ctx_switch(&self->ctx, next ? &next->ctx : &rt->main);
+    reap(rt);
+}
+
+int nest__park(struct nest__rt *rt, nest_task *self, void (*abort_fn)(nest_task *)) {
+    self->state = NEST__BLOCKED;
+    self->abort_fn = abort_fn;
+    self->wake_rc = 0;
+    switch_out(rt, self);
+    return self->wake_rc;
+}
+
+void nest__wake(struct nest__rt *rt, nest_task *t, int rc) {
+    if (t->state != NEST__BLOCKED)
+        nest__panic("internal error: waking task '%s' that is not blocked (state %d)", t->name,
+                    t->state);
+    t->abort_fn = NULL;
+    t->wake_rc = rc;
+    nest__schedule(rt, t);
+}
+
+int nest__yield(struct nest__rt *rt, nest_task *self) {
+    nest__schedule(rt, self);
+    switch_out(rt, self);
+    return 0;
+}
+
+void nest__abort_nothing(nest_task *t) { (void)t; }
+
+void nest__run_main(struct nest__rt *rt) {
+    rt->steps = 0;
+    nest_task *t = pick_next(rt);
+    if (!t) return;
+    rt->current = t;
+    t->state = NEST__RUNNING;
+    nest__ctx_switch(&rt->main, &t->ctx);
+    reap(rt);
+}
+
+/* Bookkeeping of a finished task; runs on its stack (or on another when the
+ * task never got one). */
+static void task_done(struct nest__rt *rt, nest_task *t, int rc) {
+    t->rc = rc;
+    t->state = NEST__DONE;
+    if (t->root.flags & NEST__SCOPE_INHEAP) nest__deadline_remove(rt, &t->root);
+    nest__scope_unlink(&t->root);
+    t->root.flags &= ~NEST__SCOPE_ENTERED;
+    for (nest_task *w = t->waiters; w;) {
+        nest_task *next = w->wait_next;
+        w->wait_next = NULL;
+        w->wake_val = rc;
+        nest__wake(rt, w, 0);
+        w = next;
+    }
+    t->waiters = NULL;
+    if (t->flags & NEST__TASK_ROOT) {
+        rt->root_rc = rc;
+        rt->root_done = 1;
+    } else {
+        nest__nursery_child_done(rt, t);
+    }
+}
+
+static void task_exit(struct nest__rt *rt, nest_task *t, int rc) __attribute__((noreturn));
+static void task_exit(struct nest__rt *rt, nest_task *t, int rc) {
+    if (t->cur != &t->root) {
+        nest_scope *s = t->cur;
+        nest__panic("task '%s' (spawned at %s:%d) returned without %s at %s:%d (rule: a task "
+                    "exits every scope and closes every nursery it opened before it returns)",
+                    t->name, t->file, t->line,
+                    (s->flags & NEST__SCOPE_NURSERY) ? "closing the nursery opened"
+                                                     : "exiting the scope entered",
+                    s->file, s->line);
+    }
+    check_canary(t);
+    task_done(rt, t, rc);
+    rt->zombie = t;
+    nest_task *next = pick_next(rt);
+    rt->current = next;
+    if (next) next->state = NEST__RUNNING;
+    nest__ctx_exit_to(&t->ctx, next ? &next->ctx : &rt->main);
+}
+
+static void task_entry(void) {
+    struct nest__rt *rt = nest__rt_cur;
+    nest_task *t = rt->current;
+    reap(rt);
+    int rc = t->fn(t->arg);
+    task_exit(rt, t, rc);
+}
+
+/* The overflow handler's question: is addr in the guard page below the
+ * current task's stack?  Reads only thread-local and plain fields, so it is
+ * async-signal-safe. */
+int nest__stack_fault_owner(void *addr, const char **name, const char **file, int *line,
+                            size_t *size) {
+    struct nest__rt *rt = nest__rt_cur;
+    if (!rt || !rt->current || !rt->current->stack) return -1;
+    nest_task *t = rt->current;
+    if (!nest__stack_in_guard(t->stack, addr)) return -1;
+    *name = t->name;
+    *file = t->file;
+    *line = t->line;
+    *size = t->stack->size;
+    return 0;
+}
+
+/* Public task accessors (nest/task.h). */
+
+nest_task *nest_current_task(void) {
+    struct nest__rt *rt = nest__rt_cur;
+    return rt ? rt->current : NULL;
+}
+
+const char *nest_task_name(const nest_task *t) { return t->name; }
+const char *nest_task_file(const nest_task *t) { return t->file; }
+int nest_task_line(const nest_task *t) { return t->line; }
+uint64_t nest_task_id(const nest_task *t) { return t->id; }
+int nest_task_done(const nest_task *t) { return t->state == NEST__DONE; }
+
+void nest_task_cancel(nest_task *t) {
+    struct nest__rt *rt = nest__rt_cur;
+    if (!rt) nest__panic("nest_task_cancel() called outside a runtime");
+    if (t->state == NEST__DONE) return;
+    nest__scope_cancel(rt, &t->root, 0);
+}
+
+static void abort_task_wait(nest_task *self) {
+    nest_task *t = self->wake_ptr;
+    for (nest_task **p = &t->waiters; *p; p = &(*p)->wait_next) {
+        if (*p == self) {
+            *p = self->wait_next;
+            break;
+        }
+    }
+    self->wait_next = NULL;
+}
+
+int nest_task_wait(nest_task *t, int *result) {
+    nest_task *self = nest__task_self("nest_task_wait");
+    struct nest__rt *rt = nest__rt_cur;
+    if (t == self) return -EINVAL;
+    if (nest__cancelled_at(self->cur)) return -ECANCELED;
+    if (t->state == NEST__DONE) {
+        /* Read the result first: t may be released while we yield. */
+        int rc = t->rc;
+        nest__yield(rt, self);
+        if (result) *result = rc;
+        return 0;
+    }
+    self->wake_ptr = t;
+    self->wait_next = t->waiters;
+    t->waiters = self;
+    int rc = nest__park(rt, self, abort_task_wait);
+    if (rc == 0 && result) *result = self->wake_val;
+    return rc;
+}

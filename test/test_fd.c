@@ -1,0 +1,367 @@
+/*
+ * test/test_fd.c - waiting for file descriptors (nest/fd.h).
+ *
+ * Covers: nest_wait_readable()/nest_wait_writable() block until another task
+ * makes the fd ready, are checkpoints (yield even when ready, fail at once
+ * when cancelled), allow one waiter per fd and direction (-EBUSY), remove
+ * their watcher when cancelled, end with NEST_ECLOSED on
+ * nest_notify_closing(), respect deadlines (autojump still works while a
+ * task waits on an fd), reject negative fds, and report EOF as readable.
+ *
+ * Every case uses non-blocking pipes or socket pairs and the mock clock with
+ * autojump 0; no case depends on real time.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "nest.h"
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static char events[8192];
+
+/* Appends one event (printf-style) to `events`, space-separated. */
+static void note(const char *fmt, ...) {
+    size_t len = strlen(events);
+    if (len && len < sizeof events - 1) events[len++] = ' ';
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(events + len, sizeof events - len, fmt, ap);
+    va_end(ap);
+}
+
+/* The mock clock in whole milliseconds (every time in these cases is). */
+static long long ms(void) {
+    nest_time t = nest_now();
+    CHECK_EQ(t % NEST_MSEC(1), 0);
+    return (long long)(t / NEST_MSEC(1));
+}
+
+/* Runs the given tasks (NULL-terminated, at most 8) as children of the root
+ * task, spawned in order, on the mock clock with autojump 0. */
+static nest_fn children[9];
+
+static int spawn_children(void *arg) {
+    (void)arg;
+    nest_nursery n;
+    nest_nursery_open(&n);
+    for (int i = 0; children[i]; i++) CHECK_EQ(nest_spawn(&n, children[i], NULL), 0);
+    return nest_nursery_close(&n, 0);
+}
+
+static void run_children(void) {
+    nest_run_options o;
+    nest_run_options_init(&o);
+    o.clock = NEST_CLOCK_MOCK;
+    o.autojump_threshold = 0;
+    CHECK_EQ(nest_run_opts(spawn_children, NULL, &o), 0);
+}
+
+static int fds[2]; /* the pipe or socket pair of the current case */
+
+static void make_pipe(void) { CHECK_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0); }
+
+static void make_socketpair(void) {
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+}
+
+/* Writes to fd until it would block. */
+static void fill(int fd) {
+    static char buf[65536];
+    for (;;) {
+        ssize_t r = write(fd, buf, sizeof buf);
+        if (r < 0) {
+            CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+            return;
+        }
+    }
+}
+
+/* Reads fd until it would block; returns the byte count. */
+static long drain(int fd) {
+    static char buf[65536];
+    long total = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r <= 0) {
+            CHECK(r == 0 || errno == EAGAIN || errno == EWOULDBLOCK);
+            return total;
+        }
+        total += r;
+    }
+}
+
+/* ---- readiness -------------------------------------------------------- */
+
+static int reader(void *arg) {
+    (void)arg;
+    note("R waits");
+    int rc = nest_wait_readable(fds[0]);
+    char c = 0;
+    ssize_t r = read(fds[0], &c, 1);
+    note("R ready %d read %d '%c' @%lld", rc, (int)r, r == 1 ? c : '?', ms());
+    return 0;
+}
+
+static int writer_after_quiet(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0); /* the reader is blocked now */
+    note("W writes");
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    return 0;
+}
+
+NEST_TEST(wait_readable_blocks_until_data_is_written) {
+    make_pipe();
+    children[0] = reader;
+    children[1] = writer_after_quiet;
+    run_children();
+    CHECK_STREQ(events, "R waits W writes R ready 0 read 1 'x' @0");
+}
+
+static int blocked_writer(void *arg) {
+    (void)arg;
+    fill(fds[1]);
+    note("W waits");
+    int rc = nest_wait_writable(fds[1]);
+    ssize_t r = write(fds[1], "y", 1);
+    note("W ready %d wrote %d", rc, (int)r);
+    return 0;
+}
+
+static int drainer(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    note("D drains %d", drain(fds[0]) > 0);
+    return 0;
+}
+
+NEST_TEST(wait_writable_on_full_pipe_unblocks_after_drain) {
+    make_pipe();
+    children[0] = blocked_writer;
+    children[1] = drainer;
+    run_children();
+    CHECK_STREQ(events, "W waits D drains 1 W ready 0 wrote 1");
+}
+
+static int ready_reader(void *arg) {
+    (void)arg;
+    note("R waits");
+    int rc = nest_wait_readable(fds[0]);
+    note("R ready %d", rc);
+    return 0;
+}
+
+static int note_b(void *arg) {
+    (void)arg;
+    note("B");
+    return 0;
+}
+
+/* The fd is readable from the start, yet the wait yields: it is a
+ * checkpoint. */
+NEST_TEST(wait_on_ready_fd_still_yields) {
+    make_pipe();
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    children[0] = ready_reader;
+    children[1] = note_b;
+    run_children();
+    CHECK_STREQ(events, "R waits B R ready 0");
+}
+
+static int cancelled_waits(void *arg) {
+    (void)arg;
+    nest_scope s;
+    nest_scope_enter(&s, NEST_FOREVER);
+    nest_scope_cancel(&s);
+    int r1 = nest_wait_readable(fds[0]); /* readable, but cancelled first */
+    int r2 = nest_wait_writable(fds[1]);
+    note("A %d %d", r1, r2);
+    CHECK_EQ(nest_scope_exit(&s, -ECANCELED), 0);
+    int r3 = nest_wait_readable(fds[0]);
+    note("A after %d", r3);
+    return 0;
+}
+
+/* In a cancelled scope the waits fail at once, without yielding to the
+ * sibling. */
+NEST_TEST(wait_in_cancelled_scope_fails_at_once) {
+    make_pipe();
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    children[0] = cancelled_waits;
+    children[1] = note_b;
+    run_children();
+    CHECK_STREQ(events, "A -125 -125 B A after 0");
+}
+
+/* ---- one waiter per fd and direction ---------------------------------- */
+
+static int second_waiter(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    int rc = nest_wait_readable(fds[0]);
+    note("B busy %d", rc);
+    rc = nest_wait_writable(fds[0]); /* the other direction is free */
+    note("B writable %d", rc);
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    note("B wrote");
+    return 0;
+}
+
+NEST_TEST(second_waiter_same_fd_and_direction_gets_ebusy) {
+    make_socketpair();
+    children[0] = ready_reader;
+    children[1] = second_waiter;
+    run_children();
+    CHECK_STREQ(events, "R waits B busy -16 B writable 0 B wrote R ready 0");
+}
+
+static int wait_cancelled_then_again(void *arg) {
+    (void)arg;
+    nest_scope s;
+    nest_move_on_after(&s, NEST_SEC(1));
+    int rc = nest_wait_readable(fds[0]);
+    note("A %d @%lld", rc, ms());
+    note("exit %d", nest_scope_exit(&s, rc));
+    rc = nest_wait_readable(fds[0]); /* not -EBUSY: the watcher was removed */
+    note("A again %d @%lld", rc, ms());
+    return 0;
+}
+
+static int write_at_2s(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_sleep(NEST_SEC(2)), 0);
+    note("B writes @%lld", ms());
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    return 0;
+}
+
+NEST_TEST(cancelled_wait_removes_its_watcher) {
+    make_pipe();
+    children[0] = wait_cancelled_then_again;
+    children[1] = write_at_2s;
+    run_children();
+    CHECK_STREQ(events, "A -125 @1000 exit 0 B writes @2000 A again 0 @2000");
+}
+
+/* ---- nest_notify_closing ---------------------------------------------- */
+
+static int closing_reader(void *arg) {
+    (void)arg;
+    int rc = nest_wait_readable(fds[0]);
+    note("R %d", rc);
+    return 0;
+}
+
+static int closing_writer(void *arg) {
+    (void)arg;
+    int rc = nest_wait_writable(fds[0]);
+    note("W %d", rc);
+    return 0;
+}
+
+static int closer(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    int old = fds[0];
+    nest_notify_closing(old);
+    CHECK_EQ(close(old), 0);
+    note("C closed");
+    /* The fd number is forgotten: a new pipe (which usually gets the same
+     * number) can be waited on normally. */
+    int p[2];
+    CHECK_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    CHECK_EQ(write(p[1], "x", 1), 1);
+    int rc = nest_wait_readable(p[0]);
+    note("new %d", rc);
+    close(p[0]);
+    close(p[1]);
+    return 0;
+}
+
+/* Both directions' waiters wake with NEST_ECLOSED; notify_closing is not a
+ * checkpoint (the closer goes on until its own wait). */
+NEST_TEST(notify_closing_wakes_both_directions) {
+    make_socketpair();
+    fill(fds[0]); /* so that a writability waiter blocks */
+    children[0] = closing_reader;
+    children[1] = closing_writer;
+    children[2] = closer;
+    run_children();
+    /* The order of R and W among themselves is not specified. */
+    if (strcmp(events, "C closed W -10001 R -10001 new 0") != 0)
+        CHECK_STREQ(events, "C closed R -10001 W -10001 new 0");
+}
+
+/* ---- deadlines, bad fds, EOF ----------------------------------------- */
+
+static int wait_silent_pipe_with_deadline(void *arg) {
+    (void)arg;
+    nest_scope s;
+    nest_move_on_after(&s, NEST_SEC(5));
+    int rc = nest_wait_readable(fds[0]);
+    note("wait %d @%lld", rc, ms());
+    rc = nest_scope_exit(&s, rc);
+    note("exit %d caught %d", rc, nest_scope_cancelled_caught(&s));
+    return 0;
+}
+
+/* A task waiting on an fd does not stop autojump: the deadline fires at
+ * exactly 5 s and the move-on scope absorbs it. */
+NEST_TEST(deadline_on_wait_readable_is_absorbed) {
+    make_pipe();
+    children[0] = wait_silent_pipe_with_deadline;
+    run_children();
+    CHECK_STREQ(events, "wait -125 @5000 exit 0 caught 1");
+}
+
+static int negative_fd(void *arg) {
+    (void)arg;
+    note("%d %d", nest_wait_readable(-1), nest_wait_writable(-1));
+    return 0;
+}
+
+NEST_TEST(negative_fd_is_ebadf) {
+    children[0] = negative_fd;
+    run_children();
+    CHECK_STREQ(events, "-9 -9");
+}
+
+static int eof_reader(void *arg) {
+    (void)arg;
+    int rc = nest_wait_readable(fds[0]);
+    char c;
+    ssize_t r = read(fds[0], &c, 1);
+    note("R %d read %d", rc, (int)r);
+    return 0;
+}
+
+static int close_writer_after_quiet(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    CHECK_EQ(close(fds[1]), 0);
+    note("W closed");
+    return 0;
+}
+
+/* The writer's close (EOF) wakes a blocked reader, as readable. */
+NEST_TEST(eof_reports_readable) {
+    make_pipe();
+    children[0] = eof_reader;
+    children[1] = close_writer_after_quiet;
+    run_children();
+    CHECK_STREQ(events, "W closed R 0 read 0");
+}
+
+/* EOF already pending before the wait. */
+NEST_TEST(eof_already_pending_reports_readable) {
+    make_pipe();
+    CHECK_EQ(close(fds[1]), 0);
+    children[0] = eof_reader;
+    run_children();
+    CHECK_STREQ(events, "R 0 read 0");
+}
