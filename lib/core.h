@@ -122,7 +122,17 @@ struct nest__rt {
     nest_task *idle_tail;
 };
 
-extern _Thread_local struct nest__rt *nest__rt_cur;
+/* The calling thread's runtime.  initial-exec: the library is built as
+ * position-independent code, whose default TLS model calls __tls_get_addr on
+ * every access, and this is read on every nest call.  initial-exec is valid
+ * for a library loaded at program start or linked statically (a dlopen()ed
+ * copy draws on glibc's static TLS reserve, which a pointer fits in). */
+#if defined(__GNUC__) || defined(__clang__)
+#define NEST__TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define NEST__TLS_MODEL
+#endif
+extern _Thread_local struct nest__rt *nest__rt_cur NEST__TLS_MODEL;
 
 /* Aborts with "nest: <message>".  For programming errors only. */
 void nest__panic(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));

@@ -143,6 +143,18 @@ void nest_fail_at_at(nest_scope *s, nest_time deadline, const char *file, int li
     enter(nest__task_self("nest_fail_at"), s, deadline, NEST__SCOPE_FAIL, file, line);
 }
 
+/* The relative forms read the clock here, after the task check, so that the
+ * deadline is measured from entry and the cached reading is fresh. */
+void nest_move_on_after_at(nest_scope *s, nest_time d, const char *file, int line) {
+    nest_task *t = nest__task_self("nest_move_on_after");
+    enter(t, s, nest_time_add(nest__clock_read(nest__rt_cur), d), 0, file, line);
+}
+
+void nest_fail_after_at(nest_scope *s, nest_time d, const char *file, int line) {
+    nest_task *t = nest__task_self("nest_fail_after");
+    enter(t, s, nest_time_add(nest__clock_read(nest__rt_cur), d), NEST__SCOPE_FAIL, file, line);
+}
+
 /* Shared by scope exit and nursery close: checks the exit rules and unlinks
  * s from the tree.  Returns whether a -ECANCELED seen inside would be
  * absorbed by s. */

@@ -31,7 +31,7 @@
 #define NEST__POLL_EVERY 64u
 #define CHUNK_TASKS 64
 
-_Thread_local struct nest__rt *nest__rt_cur;
+_Thread_local struct nest__rt *nest__rt_cur NEST__TLS_MODEL;
 
 struct task_chunk {
     struct task_chunk *next;

@@ -71,17 +71,19 @@ typedef struct nest_scope {
 
 /* Enters s with deadline nest_now() + d: on expiry the work is abandoned and
  * nest_scope_exit() returns 0 (Trio's move_on_after). */
-#define nest_move_on_after(s, d) nest_scope_enter_at((s), nest_time_add(nest_now(), (d)), __FILE__, __LINE__)
+#define nest_move_on_after(s, d) nest_move_on_after_at((s), (d), __FILE__, __LINE__)
 /* Enters s with deadline t (Trio's move_on_at). */
 #define nest_move_on_at(s, t) nest_scope_enter_at((s), (t), __FILE__, __LINE__)
 /* Enters s with deadline nest_now() + d: on expiry nest_scope_exit() turns
  * the absorbed cancellation into -ETIMEDOUT (Trio's fail_after). */
-#define nest_fail_after(s, d) nest_fail_at_at((s), nest_time_add(nest_now(), (d)), __FILE__, __LINE__)
+#define nest_fail_after(s, d) nest_fail_after_at((s), (d), __FILE__, __LINE__)
 /* Enters s with deadline t, failing with -ETIMEDOUT on expiry (fail_at). */
 #define nest_fail_at(s, t) nest_fail_at_at((s), (t), __FILE__, __LINE__)
 
 NEST_API void nest_scope_enter_at(nest_scope *s, nest_time deadline, const char *file, int line);
 NEST_API void nest_fail_at_at(nest_scope *s, nest_time deadline, const char *file, int line);
+NEST_API void nest_move_on_after_at(nest_scope *s, nest_time d, const char *file, int line);
+NEST_API void nest_fail_after_at(nest_scope *s, nest_time d, const char *file, int line);
 
 /* Exits s, which must be the calling task's innermost scope.  rc is the
  * result of the work done inside; the return value is:
