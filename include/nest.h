@@ -17,6 +17,7 @@
 #include "nest/task.h"
 #include "nest/nursery.h"
 #include "nest/fd.h"
+#include "nest/lowlevel.h"
 
 #define NEST_VERSION_MAJOR 0
 #define NEST_VERSION_MINOR 1

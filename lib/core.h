@@ -17,9 +17,12 @@
  *    rt->run_scope.  task->cur is the task's innermost scope; a scope s is
  *    where its owner currently is iff s->owner->cur == s.
  *  - A BLOCKED task with abort_fn set may be woken by cancellation: the
- *    canceller calls abort_fn (which unhooks the task from whatever it waits
- *    on) and then wakes it with -ECANCELED.  abort_fn NULL: not abortable
- *    (nursery close, nest_start's wait, a plain yield).
+ *    canceller calls abort_fn, which unhooks the task from whatever it waits
+ *    on and returns 0, and then wakes it with -ECANCELED.  abort_fn may
+ *    instead return non-zero when the wait cannot be undone (the task stays
+ *    blocked until someone wakes it with the real result, and abort_fn is
+ *    not called again).  abort_fn NULL: not abortable (nursery close,
+ *    nest_start's wait, a plain yield).
  */
 #ifndef NEST_LIB_CORE_H
 #define NEST_LIB_CORE_H
@@ -75,7 +78,7 @@ struct nest_task {
     int wake_rc;                 /* what the blocking call returns */
     size_t stack_size;           /* requested; 0 = runtime default */
     uint64_t id;
-    void (*abort_fn)(struct nest_task *t); /* see the file comment */
+    int (*abort_fn)(struct nest_task *t); /* see the file comment */
     struct nest_task *waiters;   /* tasks in nest_task_wait() on this one */
     struct nest_task *wait_next; /* link in some waiter list */
     struct nest_task *retained_next; /* link in nursery->retained */
@@ -142,7 +145,7 @@ nest_task *nest__task_self(const char *what);
 
 /* task.c: scheduling primitives. */
 void nest__schedule(struct nest__rt *rt, nest_task *t); /* append to run queue */
-int nest__park(struct nest__rt *rt, nest_task *self, void (*abort_fn)(nest_task *));
+int nest__park(struct nest__rt *rt, nest_task *self, int (*abort_fn)(nest_task *));
 void nest__wake(struct nest__rt *rt, nest_task *t, int rc);
 int nest__yield(struct nest__rt *rt, nest_task *self);
 nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char *name,
@@ -150,7 +153,7 @@ nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char
 void nest__task_free(struct nest__rt *rt, nest_task *t);
 void nest__task_pool_destroy(struct nest__rt *rt);
 void nest__run_main(struct nest__rt *rt); /* scheduler: switch to a task */
-void nest__abort_nothing(nest_task *t);   /* abort_fn for plain sleeps */
+int nest__abort_nothing(nest_task *t);    /* abort_fn for plain sleeps */
 
 /* scope.c */
 int nest__cancelled_at(const nest_scope *s);   /* effective, walking up */

@@ -2,7 +2,8 @@
  * lib/error.c - nest_strerror() and nest_err_name(): one table for nest's
  * own codes and the system codes nest itself returns; any other negated
  * errno value defers to the C library where it has a thread-safe lookup
- * (glibc 2.32+), and is "unknown error" elsewhere.
+ * (glibc 2.32+), and is "Unknown error" elsewhere.  Texts are capitalised
+ * like the C library's, so both kinds read alike.
  */
 #define _GNU_SOURCE
 #include <string.h>
@@ -14,21 +15,21 @@ static const struct {
     const char *name;
     const char *text;
 } codes[] = {
-    {NEST_ECLOSED, "NEST_ECLOSED", "resource closed while in use"},
-    {NEST_EDEADLOCK, "NEST_EDEADLOCK", "deadlock: no task could ever run again"},
-    {NEST_ENOTSTARTED, "NEST_ENOTSTARTED", "task returned without calling nest_started()"},
-    {-ECANCELED, "ECANCELED", "operation cancelled"},
-    {-ETIMEDOUT, "ETIMEDOUT", "timed out"},
-    {-ENOMEM, "ENOMEM", "out of memory"},
-    {-EBUSY, "EBUSY", "another task is already waiting there"},
-    {-EAGAIN, "EAGAIN", "resource temporarily unavailable"},
-    {-EINVAL, "EINVAL", "invalid argument"},
-    {-EBADF, "EBADF", "bad file descriptor"},
-    {-EPIPE, "EPIPE", "broken pipe"},
-    {-ECONNRESET, "ECONNRESET", "connection reset by peer"},
-    {-ECONNREFUSED, "ECONNREFUSED", "connection refused"},
-    {-EIO, "EIO", "input/output error"},
-    {-EMFILE, "EMFILE", "too many open files"},
+    {NEST_ECLOSED, "NEST_ECLOSED", "Resource closed while in use"},
+    {NEST_EDEADLOCK, "NEST_EDEADLOCK", "Deadlock: no task could ever run again"},
+    {NEST_ENOTSTARTED, "NEST_ENOTSTARTED", "Task returned without calling nest_started()"},
+    {-ECANCELED, "ECANCELED", "Operation cancelled"},
+    {-ETIMEDOUT, "ETIMEDOUT", "Timed out"},
+    {-ENOMEM, "ENOMEM", "Out of memory"},
+    {-EBUSY, "EBUSY", "Another task is already waiting there"},
+    {-EAGAIN, "EAGAIN", "Resource temporarily unavailable"},
+    {-EINVAL, "EINVAL", "Invalid argument"},
+    {-EBADF, "EBADF", "Bad file descriptor"},
+    {-EPIPE, "EPIPE", "Broken pipe"},
+    {-ECONNRESET, "ECONNRESET", "Connection reset by peer"},
+    {-ECONNREFUSED, "ECONNREFUSED", "Connection refused"},
+    {-EIO, "EIO", "Input/output error"},
+    {-EMFILE, "EMFILE", "Too many open files"},
 };
 
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
@@ -36,7 +37,7 @@ static const struct {
 #endif
 
 const char *nest_strerror(int code) {
-    if (code == 0) return "success";
+    if (code == 0) return "Success";
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (codes[i].code == code) return codes[i].text;
 #ifdef HAVE_ERRNO_LOOKUP
@@ -45,7 +46,7 @@ const char *nest_strerror(int code) {
         if (s) return s;
     }
 #endif
-    return "unknown error";
+    return "Unknown error";
 }
 
 const char *nest_err_name(int code) {

@@ -8,8 +8,9 @@
  */
 #include "core.h"
 
-static void abort_fd(nest_task *t) {
+static int abort_fd(nest_task *t) {
     nest__loop_unwatch(nest__rt_cur, t->wake_val >> 1, t->wake_val & 1);
+    return 0;
 }
 
 static int wait_fd(int fd, int writable, const char *what) {

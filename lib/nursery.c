@@ -170,9 +170,13 @@ void nest_started(void *value) {
 int nest_nursery_close_at(nest_nursery *n, int rc, const char *file, int line) {
     nest_task *self = nest__task_self("nest_nursery_close");
     struct nest__rt *rt = nest__rt_cur;
-    if (n->magic != NEST__NURSERY_MAGIC || n->state != NURSERY_OPEN)
-        nest__panic("nest_nursery_close at %s:%d: the nursery was never opened or is already "
+    if (n->magic == NEST__NURSERY_MAGIC && n->state == NURSERY_CLOSED)
+        nest__panic("nest_nursery_close at %s:%d: the nursery opened at %s:%d is already "
                     "closed (rule: close each nursery exactly once)",
+                    file, line, n->scope.file, n->scope.line);
+    if (n->magic != NEST__NURSERY_MAGIC || n->state != NURSERY_OPEN)
+        nest__panic("nest_nursery_close at %s:%d: the nursery was never opened (rule: close "
+                    "each nursery exactly once, after nest_nursery_open)",
                     file, line);
     if (n->opener != self)
         nest__panic("nest_nursery_close at %s:%d: the nursery opened at %s:%d by task '%s' is "

@@ -142,7 +142,7 @@ fail_loop:
     return rc;
 }
 
-static void abort_idle_wait(nest_task *self) {
+static int abort_idle_wait(nest_task *self) {
     struct nest__rt *rt = nest__rt_cur;
     nest_task *prev = NULL;
     for (nest_task *t = rt->idle_head; t; prev = t, t = t->wait_next) {
@@ -155,6 +155,7 @@ static void abort_idle_wait(nest_task *self) {
         break;
     }
     self->wait_next = NULL;
+    return 0;
 }
 
 int nest_wait_all_tasks_blocked(void) {

@@ -73,8 +73,9 @@ static void deliver(struct nest__rt *rt, nest_scope *top) {
     for (;;) {
         nest_task *t = s->owner;
         if (t && t->cur == s && t->state == NEST__BLOCKED && t->abort_fn) {
-            t->abort_fn(t);
-            nest__wake(rt, t, -ECANCELED);
+            int (*abort_fn)(nest_task *) = t->abort_fn;
+            t->abort_fn = NULL; /* tried once: a refused abort is final */
+            if (abort_fn(t) == 0) nest__wake(rt, t, -ECANCELED);
         }
         nest_scope *c = unshielded(s->child);
         if (c) {
@@ -188,8 +189,8 @@ int nest__scope_leave(nest_scope *s, const char *what, const char *file, int lin
     return absorbs;
 }
 
-int nest_scope_exit_at(nest_scope *s, int rc, const char *file, int line) {
-    int absorbs = nest__scope_leave(s, "nest_scope_exit", file, line);
+static int scope_exit(nest_scope *s, int rc, const char *what, const char *file, int line) {
+    int absorbs = nest__scope_leave(s, what, file, line);
     if (rc == -ECANCELED && absorbs) {
         s->flags |= NEST__SCOPE_CAUGHT;
         if ((s->flags & NEST__SCOPE_FAIL) && (s->flags & NEST__SCOPE_EXPIRED)) return -ETIMEDOUT;
@@ -198,9 +199,15 @@ int nest_scope_exit_at(nest_scope *s, int rc, const char *file, int line) {
     return rc;
 }
 
+int nest_scope_exit_at(nest_scope *s, int rc, const char *file, int line) {
+    return scope_exit(s, rc, "nest_scope_exit", file, line);
+}
+
+/* NEST_SCOPE_AUTO's exit has no call site of its own; the message says so
+ * and names the block's scope by its entry. */
 void nest__scope_cleanup(nest_scope *s) {
     if (s->magic == NEST__SCOPE_MAGIC && (s->flags & NEST__SCOPE_ENTERED))
-        nest_scope_exit_at(s, 0, s->file, s->line);
+        scope_exit(s, 0, "the automatic exit (NEST_SCOPE_AUTO) of the scope", s->file, s->line);
 }
 
 void nest_scope_cancel(nest_scope *s) {

@@ -209,7 +209,7 @@ static void switch_out(struct nest__rt *rt, nest_task *self) {
     reap(rt);
 }
 
-int nest__park(struct nest__rt *rt, nest_task *self, void (*abort_fn)(nest_task *)) {
+int nest__park(struct nest__rt *rt, nest_task *self, int (*abort_fn)(nest_task *)) {
     self->state = NEST__BLOCKED;
     self->abort_fn = abort_fn;
     self->wake_rc = 0;
@@ -232,7 +232,10 @@ int nest__yield(struct nest__rt *rt, nest_task *self) {
     return 0;
 }
 
-void nest__abort_nothing(nest_task *t) { (void)t; }
+int nest__abort_nothing(nest_task *t) {
+    (void)t;
+    return 0;
+}
 
 void nest__run_main(struct nest__rt *rt) {
     rt->steps = 0;
@@ -332,7 +335,7 @@ void nest_task_cancel(nest_task *t) {
     nest__scope_cancel(rt, &t->root, 0);
 }
 
-static void abort_task_wait(nest_task *self) {
+static int abort_task_wait(nest_task *self) {
     nest_task *t = self->wake_ptr;
     for (nest_task **p = &t->waiters; *p; p = &(*p)->wait_next) {
         if (*p == self) {
@@ -341,6 +344,7 @@ static void abort_task_wait(nest_task *self) {
         }
     }
     self->wait_next = NULL;
+    return 0;
 }
 
 int nest_task_wait(nest_task *t, int *result) {

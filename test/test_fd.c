@@ -198,6 +198,24 @@ NEST_TEST(wait_in_cancelled_scope_fails_at_once) {
     CHECK_STREQ(events, "A -125 -125 B A after 0");
 }
 
+static int quiet_waiter(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    note("W woke");
+    return 0;
+}
+
+/* Ready I/O is not a quiet point: the reader whose fd is ready runs before
+ * nest_wait_all_tasks_blocked() returns. */
+NEST_TEST(wait_all_tasks_blocked_lets_ready_io_run_first) {
+    make_pipe();
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    children[0] = ready_reader;
+    children[1] = quiet_waiter;
+    run_children();
+    CHECK_STREQ(events, "R waits R ready 0 W woke");
+}
+
 /* ---- one waiter per fd and direction ---------------------------------- */
 
 static int second_waiter(void *arg) {

@@ -723,6 +723,63 @@ NEST_TEST(start_in_cancelled_scope_fails_at_once) {
     CHECK_STREQ(events, "start -125 @0 close 0 count 0");
 }
 
+static int fails_right_after_started(void *arg) {
+    (void)arg;
+    nest_started(&token);
+    note("child fails");
+    return -EIO;
+}
+
+static int start_then_fail_task(void *arg) {
+    (void)arg;
+    nest_nursery n;
+    nest_nursery_open(&n);
+    void *value = NULL;
+    int rc = nest_start(&n, fails_right_after_started, NULL, &value);
+    note("start %d value %d", rc, value == &token);
+    rc = nest_checkpoint(); /* the child's failure cancelled the body */
+    note("ckpt %d", rc);
+    rc = nest_nursery_close(&n, rc);
+    nest_failure f;
+    CHECK_EQ(nest_nursery_failure(&n, 0, &f), 0);
+    note("close %d count %d by %s", rc, nest_nursery_failure_count(&n), f.task);
+    return 0;
+}
+
+/* Once started, the child's errors belong to the nursery, not to start. */
+NEST_TEST(start_child_failing_after_started_is_a_nursery_failure) {
+    CHECK_EQ(run_mock(start_then_fail_task, NULL), 0);
+    CHECK_STREQ(events, "child fails start 0 value 1 ckpt -125 close -5 count 1 by "
+                        "fails_right_after_started");
+}
+
+static int starts_into_own_nursery(void *arg) {
+    nest_nursery *n = arg;
+    CHECK_EQ(nest_sleep(NEST_SEC(1)), 0); /* the opener is in close by now */
+    int rc = nest_start(n, server, NULL, NULL);
+    note("start %d @%lld", rc, ms());
+    return rc;
+}
+
+static int start_into_closing_task(void *arg) {
+    (void)arg;
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, starts_into_own_nursery, &n), 0);
+    note("closing");
+    int rc = nest_nursery_close(&n, 0);
+    note("close %d @%lld", rc, ms());
+    return 0;
+}
+
+/* nest_start into a nursery that is closing: close waits for the starting
+ * child and then for it as a member of the nursery. */
+NEST_TEST(start_into_a_closing_nursery) {
+    CHECK_EQ(run_mock(start_into_closing_task, NULL), 0);
+    CHECK_STREQ(events, "closing srv setup srv started @2000 start 0 @2000 srv done @3000 "
+                        "close 0 @3000");
+}
+
 static int started_in_spawned_child(void *arg) {
     (void)arg;
     nest_started(&token);
@@ -829,6 +886,34 @@ static int task_wait_task(void *arg) {
     CHECK_EQ(nest_task_wait(h, NULL), 0);
     CHECK_EQ(nest_task_wait(nest_current_task(), &result), -EINVAL);
     return nest_nursery_close(&n, 0);
+}
+
+static nest_task *shared_handle;
+
+static int waits_on_shared_handle(void *arg) {
+    int result = 0;
+    int rc = nest_task_wait(shared_handle, &result);
+    note("%s %d %d @%lld", (const char *)arg, rc, result, ms());
+    return 0;
+}
+
+static int two_waiters_task(void *arg) {
+    (void)arg;
+    nest_spawn_options o = {0};
+    o.handle = &shared_handle;
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn_opts(&n, return_42_at_1s, NULL, &o), 0);
+    CHECK_EQ(nest_spawn(&n, waits_on_shared_handle, "W1"), 0);
+    CHECK_EQ(nest_spawn(&n, waits_on_shared_handle, "W2"), 0);
+    return nest_nursery_close(&n, 0);
+}
+
+/* Several tasks may wait for one child; each gets its value. */
+NEST_TEST(task_wait_by_two_waiters) {
+    CHECK_EQ(run_mock(two_waiters_task, NULL), 0);
+    if (strcmp(events, "W2 0 42 @1000 W1 0 42 @1000") != 0)
+        CHECK_STREQ(events, "W1 0 42 @1000 W2 0 42 @1000");
 }
 
 NEST_TEST(task_wait_returns_child_value) {

@@ -205,7 +205,7 @@ NEST_TEST(deadlock_with_children_unwinds_everything) {
 /* ---- errors ----------------------------------------------------------- */
 
 NEST_TEST(strerror_and_err_name) {
-    CHECK_STREQ(nest_strerror(0), "success");
+    CHECK_STREQ(nest_strerror(0), "Success");
     CHECK(nest_err_name(0) != NULL);
 
     CHECK_STREQ(nest_err_name(-ECANCELED), "ECANCELED");
@@ -230,7 +230,7 @@ NEST_TEST(strerror_and_err_name) {
      * positive. */
     const int unknown[] = {-10500, -99999, 12345};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
-        CHECK_STREQ(nest_strerror(unknown[i]), "unknown error");
+        CHECK_STREQ(nest_strerror(unknown[i]), "Unknown error");
         CHECK_STREQ(nest_err_name(unknown[i]), "UNKNOWN");
     }
     CHECK(nest_strerror(-2147483647 - 1) != NULL);

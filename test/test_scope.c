@@ -141,6 +141,33 @@ NEST_TEST(move_on_at_uses_the_absolute_deadline) {
     CHECK_STREQ(events, "slept -125 @3000 exit 0");
 }
 
+static int saturating_task(void *arg) {
+    (void)arg;
+    nest_scope s;
+    nest_move_on_after(&s, NEST_FOREVER); /* now + forever stays forever */
+    CHECK_EQ(nest_scope_deadline(&s), NEST_FOREVER);
+    note("forever %d", nest_checkpoint());
+    CHECK_EQ(nest_current_effective_deadline(), NEST_FOREVER);
+    note("exit %d", nest_scope_exit(&s, 0));
+    nest_fail_after(&s, -NEST_SEC(1)); /* already expired */
+    int rc = nest_checkpoint();
+    note("negative %d", rc);
+    note("exit %d", nest_scope_exit(&s, rc));
+    return 0;
+}
+
+/* Relative deadlines saturate: a NEST_FOREVER duration is no deadline, a
+ * negative one has passed already (here: fail-after, so -ETIMEDOUT). */
+NEST_TEST(relative_deadlines_saturate) {
+    nest_run_options o;
+    nest_run_options_init(&o);
+    o.clock = NEST_CLOCK_MOCK;
+    o.autojump_threshold = 0;
+    o.mock_start = NEST_SEC(5);
+    CHECK_EQ(nest_run_opts(saturating_task, NULL, &o), 0);
+    CHECK_STREQ(events, "forever 0 exit 0 negative -125 exit -110");
+}
+
 static int fail_after_task(void *arg) {
     (void)arg;
     nest_scope s;

@@ -35,13 +35,13 @@ NEST_BEGIN_DECLS
 #define NEST_ERANGE_LAST (-10999)
 
 /* A short, constant English description of code (negative), e.g.
- * "operation cancelled".  Also works for 0 ("success") and for any negated
- * errno value; unknown codes give "unknown error".  Never returns NULL.
+ * "Operation cancelled".  Also works for 0 ("Success") and for any negated
+ * errno value; unknown codes give "Unknown error".  Never returns NULL.
  * Thread-safe. */
 NEST_API const char *nest_strerror(int code);
 
-/* The symbolic name of code, e.g. "ECANCELED" or "NEST_ECLOSED"; "UNKNOWN"
- * for codes it does not know.  Thread-safe. */
+/* The symbolic name of code, e.g. "ECANCELED" or "NEST_ECLOSED"; "OK" for
+ * 0; "UNKNOWN" for codes it does not know.  Thread-safe. */
 NEST_API const char *nest_err_name(int code);
 
 NEST_END_DECLS

@@ -133,8 +133,8 @@ NEST_API int nest_start_at(nest_nursery *n, nest_fn fn, void *arg, const nest_sp
 
 /* Called by a task launched with nest_start() to hand value to the starter
  * and move into the target nursery.  A no-op in a task launched with
- * nest_spawn(), so one function can serve both.  Calling it twice aborts.
- * Not a checkpoint. */
+ * nest_spawn(), so one function can serve both.  A task launched with
+ * nest_start() that calls it a second time aborts.  Not a checkpoint. */
 NEST_API void nest_started(void *value);
 
 /* Cancels the nursery's scope: the body and every child. */

@@ -38,7 +38,9 @@ typedef struct nest_run_options {
     /* Mock clock only: when every task has been blocked for this long in
      * real time, the clock jumps to the next deadline.  0 jumps as soon as
      * every task is blocked; NEST_FOREVER (the default) never jumps by
-     * itself, so only nest_clock_jump() moves time. */
+     * itself, so only nest_clock_jump() moves time; then a program whose
+     * every task waits for a deadline, with no fd watched, is deadlocked
+     * (no task is left to move the clock). */
     nest_time autojump_threshold;
     /* Reserved for randomised scheduling order (0: plain FIFO).  nest's
      * scheduling is FIFO and deterministic today; the seed is recorded. */

@@ -117,7 +117,9 @@ NEST_API int nest_scope_shield(const nest_scope *s);
 
 /* Whether nest_scope_cancel() was called or the deadline expired. */
 NEST_API int nest_scope_cancel_called(const nest_scope *s);
-/* Whether nest_scope_exit() absorbed a cancellation of this scope. */
+/* Whether nest_scope_exit() absorbed a cancellation of this scope (also
+ * when a fail-after scope turned it into -ETIMEDOUT).  For a nursery's
+ * scope: whether close absorbed the nursery's own cancellation. */
 NEST_API int nest_scope_cancelled_caught(const nest_scope *s);
 
 /* The earliest deadline among the calling task's enclosing scopes, up to and

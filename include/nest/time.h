@@ -8,6 +8,11 @@
  * need to wait.  Code between checkpoints runs without interruption, which is
  * what makes reasoning about shared state in one runtime easy.
  *
+ * A checkpoint checks for cancellation before anything else, so in a
+ * cancelled scope it returns -ECANCELED even when its arguments are invalid.
+ *
+ * Sleepers whose deadlines are equal wake in the order they went to sleep.
+ *
  * All functions here must be called from a task; calling them elsewhere is
  * a programming error and aborts with a message.
  */
