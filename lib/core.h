@@ -60,6 +60,18 @@ enum {
 
 struct nest__rt;
 
+/* Something a task holds that must learn when the task exits (e.g. a lock,
+ * which becomes broken).  Linked into task->exit_hooks while held; run, in
+ * task_done, in reverse order of linking. */
+typedef struct nest__exit_hook {
+    struct nest__exit_hook *next;
+    struct nest__exit_hook *prev;
+    void (*fn)(struct nest__exit_hook *h, struct nest_task *t);
+} nest__exit_hook;
+
+void nest__exit_hook_add(struct nest_task *t, nest__exit_hook *h);
+void nest__exit_hook_remove(struct nest_task *t, nest__exit_hook *h);
+
 struct nest_task {
     nest__ctx ctx;               /* saved machine state while not running */
     nest__stack *stack;          /* NULL until the task first runs */
@@ -85,6 +97,7 @@ struct nest_task {
     struct nest_task *starter;   /* task blocked in nest_start() on us */
     void *wake_ptr;              /* nest_started()'s value; what we wait on */
     int wake_val;                /* extra result of a wait (task rc, fd) */
+    nest__exit_hook *exit_hooks; /* see nest__exit_hook */
 };
 
 struct nest__loop; /* evloop.c's private state */

@@ -97,6 +97,7 @@ nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char
     t->starter = NULL;
     t->wake_ptr = NULL;
     t->wake_val = 0;
+    t->exit_hooks = NULL;
     rt->ntasks++;
     return t;
 }
@@ -249,7 +250,28 @@ void nest__run_main(struct nest__rt *rt) {
 
 /* Bookkeeping of a finished task; runs on its stack (or on another when the
  * task never got one). */
+void nest__exit_hook_add(nest_task *t, nest__exit_hook *h) {
+    h->prev = NULL;
+    h->next = t->exit_hooks;
+    if (h->next) h->next->prev = h;
+    t->exit_hooks = h;
+}
+
+void nest__exit_hook_remove(nest_task *t, nest__exit_hook *h) {
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        t->exit_hooks = h->next;
+    if (h->next) h->next->prev = h->prev;
+    h->next = h->prev = NULL;
+}
+
 static void task_done(struct nest__rt *rt, nest_task *t, int rc) {
+    while (t->exit_hooks) {
+        nest__exit_hook *h = t->exit_hooks;
+        nest__exit_hook_remove(t, h);
+        h->fn(h, t);
+    }
     t->rc = rc;
     t->state = NEST__DONE;
     if (t->root.flags & NEST__SCOPE_INHEAP) nest__deadline_remove(rt, &t->root);

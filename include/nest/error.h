@@ -32,6 +32,11 @@ NEST_BEGIN_DECLS
 #define NEST_ECLOSED (-10001)      /* the resource was closed while in use */
 #define NEST_EDEADLOCK (-10002)    /* no task could ever run again */
 #define NEST_ENOTSTARTED (-10003)  /* task exited without nest_started() */
+#define NEST_EBROKEN (-10004)      /* the other side is gone: every receiver
+                                      closed, or a lock's owner exited */
+#define NEST_EEND (-10005)         /* end of channel: senders closed, drained */
+#define NEST_ELAGGED (-10006)      /* a broadcast receiver fell behind and
+                                      items were dropped */
 #define NEST_ERANGE_LAST (-10999)
 
 /* A short, constant English description of code (negative), e.g.
