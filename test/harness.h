@@ -46,6 +46,14 @@ void nest_test_register(nest_test_case *c);
 #define NEST_TEST(name) NEST_TEST_(name, NULL)
 #define NEST_TEST_ABORTS(name, text) NEST_TEST_(name, text)
 
+/* Ends the case as skipped (exit status 77, which ctest reports as "Not
+ * Run" with the reason), for a case that cannot apply to this build. */
+#define NEST_SKIP(reason)                                                               \
+    do {                                                                                \
+        fprintf(stderr, "skipped: %s\n", reason);                                       \
+        exit(77);                                                                       \
+    } while (0)
+
 #define CHECK(cond)                                                                     \
     do {                                                                                \
         if (!(cond)) {                                                                  \

@@ -67,8 +67,21 @@ static void reset_counts(long fail_at, int fail_rest) {
     st.fail_rest = fail_rest;
 }
 
-/* Lines of /proc/self/maps: the process's mappings. */
+/* Lines of /proc/self/maps: the process's mappings.  Under ThreadSanitizer
+ * the runtime maps and unmaps memory of its own as fibers come and go, so
+ * the count says nothing about nest there and reads as 0 (every other build
+ * keeps the check). */
+#if defined(__SANITIZE_THREAD__)
+#define MAPS_UNRELIABLE 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MAPS_UNRELIABLE 1
+#endif
+#endif
 static int count_maps(void) {
+#ifdef MAPS_UNRELIABLE
+    return 0;
+#endif
     FILE *f = fopen("/proc/self/maps", "r");
     CHECK(f != NULL);
     int n = 0, c;
