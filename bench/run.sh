@@ -19,6 +19,7 @@
 #                       the libdill rows are skipped without it
 #   LIBDILL_NOGUARD_PREFIX  the same built with CFLAGS=-DDILL_NOGUARD (optional)
 #   MILLION=0           skip the 1,000,000-task sleepers run
+#   REPORT_ONLY=1       only print the table again from $SCRATCH/results.tsv
 # Needs: cmake, gcc, libev-dev; for the peers also golang-go and GNU time
 # (apt-get install golang-go time).  Python peers (trio, uvloop) are not run
 # here: their figures come from peers/results.md.
@@ -45,10 +46,11 @@ fi
 mkdir -p "$SCRATCH"
 TSV=$SCRATCH/results.tsv
 LOG=$SCRATCH/run.log
-: > "$TSV"
-: > "$LOG"
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
 
+if [ "${REPORT_ONLY:-0}" != 1 ]; then
+: > "$TSV"
+: > "$LOG"
 # ---------------------------------------------------------------- build nest
 log "building nest (Release) in $SCRATCH/nest"
 cmake -S "$ROOT" -B "$SCRATCH/nest" -DCMAKE_BUILD_TYPE=Release -DNEST_BUILD_TESTS=OFF \
@@ -185,6 +187,8 @@ done
 T1=$(date +%s)
 log "benchmarks took $((T1 - T0)) s; raw rows in $TSV"
 
+fi # REPORT_ONLY
+
 # ---------------------------------------------------------------- report
 python3 - "$TSV" "$SCRATCH/env.txt" "$N_SLEEP" <<'PY'
 import sys, statistics, collections
@@ -230,6 +234,7 @@ def ratio(a, b):
 
 # RSS/task of a peer: (rss_kb(N) - median rss_kb(0)) / N per run, as peers/report.py.
 def peer_rss_per_task(rt, var):
+    if errors.get(("sleepers", rt, var)): return None, "FAILED"
     base = vals("sleepers", rt, "0", "rss_kb")
     v = vals("sleepers", rt, var, "rss_kb")
     if not base or not v: return None, "—"
@@ -274,6 +279,9 @@ row("switch: 2 tasks alternating via nest_checkpoint, ns/switch", "switch", "-",
 row("switch: ping-pong via scope-cancel rendezvous, ns/switch (peers: unbuffered channels)", "switch", "-",
     "pingpong_ns_per_switch_median", "—",
     {"go-1": ("switch", "-", "ns_per_switch"), "libdill": ("switch", "-", "ns_per_switch")})
+row("switch: ping-pong via the parking lot (nest_park/nest_unpark), ns/switch (peers: unbuffered channels)", "switch", "-",
+    "parklot_ns_per_switch_median", "—",
+    {"go-1": ("switch", "-", "ns_per_switch"), "libdill": ("switch", "-", "ns_per_switch")})
 row("10 s deadline scope + non-blocking checkpoint, ns/iter", "timeouts", "-", "scope_ns_median", "≤ 60",
     {"go-1": ("timeouts", "scope", "ns_per_iter"), "libdill": ("timeouts", "scope", "ns_per_iter"),
      "libev": ("timeouts", "scope", "ns_per_iter")})
@@ -294,14 +302,17 @@ def over(rt):
     return (statistics.median(o), f"{fmt(statistics.median(o))} ({fmt(min(o))}–{fmt(max(o))})")
 row(f"{n_sleep:,} sleepers 0–100 ms, ms past 100 ms (wall − 100)", "sleepers", str(n_sleep), "overhead_ms_median", "≤ 20",
     {"go-1": over("go-1"), "libdill": over("libdill")})
+row(f"… same, 2nd round in the same runtime (warm), ms past 100 ms", "sleepers", str(n_sleep), "warm_overhead_ms_median", "≤ 20", {})
 row(f"{n_sleep:,} sleepers, RSS KiB/task", "sleepers", str(n_sleep), "rss_per_task_kib_median", "—",
     {"go-1": peer_rss_per_task("go-1", str(n_sleep)), "libdill": peer_rss_per_task("libdill", str(n_sleep))})
 row(f"{n_sleep:,} parked tasks: spawn+park+cancel, ms", "sleepers", "park", "wall_ms_median", "≤ 50",
     {"go-1": ("sleepers", "park", "wall_ms"), "libdill": ("sleepers", "park", "wall_ms")})
+row(f"… same, 2nd round in the same runtime (warm), ms", "sleepers", "park", "warm_wall_ms_median", "≤ 50", {})
 row(f"{n_sleep:,} parked tasks, RSS KiB/task", "sleepers", "park", "rss_per_task_kib_median", "≤ 4.5",
     {"go-1": peer_rss_per_task("go-1", "park"), "libdill": peer_rss_per_task("libdill", "park")})
 if vals("sleepers", "nest", "million", "wall_ms_median") or errors.get(("sleepers", "nest", "million")):
     row("1,000,000 sleepers 0–1000 ms: wall ms", "sleepers", "million", "wall_ms_median", "completes", {})
+    row("1,000,000 sleepers: ms past 1000 ms (wall − 1000)", "sleepers", "million", "overhead_ms_median", "—", {})
     row("1,000,000 sleepers: RSS KiB/task", "sleepers", "million", "rss_per_task_kib_median", "—", {})
     row("1,000,000 sleepers: peak tasks alive", "sleepers", "million", "max_alive_median", "—", {})
 if vals("spawn_join", "libdill-noguard", "-", "ns_per_task"):

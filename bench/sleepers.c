@@ -276,6 +276,7 @@ int main(int argc, char **argv) {
     } else {
         bench_print_stats("overhead_ms", over, a.reps, 1);
         bench_print_stats("past_last_deadline_ms", past, a.reps, 1);
+        bench_print_stats("last_start_ms", last, a.reps, 1);
     }
     if (rounds > 1) {
         bench_print_stats("warm_wall_ms", warm, a.reps, 1);

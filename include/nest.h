@@ -18,6 +18,13 @@
 #include "nest/nursery.h"
 #include "nest/fd.h"
 #include "nest/lowlevel.h"
+#include "nest/sync.h"
+#include "nest/chan.h"
+#include "nest/local.h"
+#include "nest/inspect.h"
+#include "nest/instrument.h"
+#include "nest/trace.h"
+#include "nest/testing.h"
 
 #define NEST_VERSION_MAJOR 0
 #define NEST_VERSION_MINOR 1

@@ -23,11 +23,26 @@
  *    blocked until someone wakes it with the real result, and abort_fn is
  *    not called again).  abort_fn NULL: not abortable (nursery close,
  *    nest_start's wait, a plain yield).
+ *  - A BLOCKED task records what it waits for (block, and the object in
+ *    wake_ptr) and since when (block_since, the runtime clock's last
+ *    reading: no clock is read to park), for the task
+ *    tree dump, statistics and traces (lib/inspect.c).  Nothing counts
+ *    blocked tasks: their number is living - runnable - running, and the
+ *    count per kind is found by walking the tree (nest__each_task).
+ *  - Instrumentation (lib/instrument.c) costs one branch on rt->instr at
+ *    each hook site; every hook site tests it and calls out of line.
  */
 #ifndef NEST_LIB_CORE_H
 #define NEST_LIB_CORE_H
 
+#include <stdio.h>
+
 #include "nest.h"
+#include "nest/inspect.h"
+#include "nest/instrument.h"
+#include "nest/local.h"
+#include "nest/testing.h"
+#include "nest/trace.h"
 
 #include "alloc.h"
 #include "ctx.h"
@@ -58,17 +73,31 @@ enum {
     NEST__TASK_ROOT = 1u << 3,      /* the root task of nest_run */
 };
 
+/* What a blocked task waits for: nest_task.block, with the object in
+ * nest_task.wake_ptr.  The public names are enum nest_block_kind in
+ * nest/inspect.h, with the same values. */
+enum nest__block {
+    NEST__BLOCK_NONE,    /* not blocked */
+    NEST__BLOCK_SLEEP,   /* wake_ptr: the sleep's scope (deadline), or NULL: forever */
+    NEST__BLOCK_READ,    /* wake_ptr: (intptr_t)fd */
+    NEST__BLOCK_WRITE,   /* wake_ptr: (intptr_t)fd */
+    NEST__BLOCK_PARK,    /* wake_ptr: the first nest_waiter of the group */
+    NEST__BLOCK_NURSERY, /* wake_ptr: the nursery being closed */
+    NEST__BLOCK_START,   /* wake_ptr: the task being started */
+    NEST__BLOCK_TASK,    /* wake_ptr: the task waited for (nest_task_wait) */
+    NEST__BLOCK_IDLE,    /* nest_wait_all_tasks_blocked() */
+    NEST__BLOCK_OTHER,   /* an unannotated nest__park() */
+    NEST__BLOCK_KINDS
+};
+
 struct nest__rt;
+struct nest__locals;   /* lib/tasklocal.c */
+struct nest_instrument;
 
-/* Something a task holds that must learn when the task exits (e.g. a lock,
- * which becomes broken).  Linked into task->exit_hooks while held; run, in
- * task_done, in reverse order of linking. */
-typedef struct nest__exit_hook {
-    struct nest__exit_hook *next;
-    struct nest__exit_hook *prev;
-    void (*fn)(struct nest__exit_hook *h, struct nest_task *t);
-} nest__exit_hook;
-
+/* nest__exit_hook (nest/lowlevel.h): something a task holds that must learn
+ * when the task exits (e.g. a lock, which becomes broken).  Linked into
+ * task->exit_hooks while held; run, in task_done, in reverse order of
+ * linking. */
 void nest__exit_hook_add(struct nest_task *t, nest__exit_hook *h);
 void nest__exit_hook_remove(struct nest_task *t, nest__exit_hook *h);
 
@@ -95,9 +124,14 @@ struct nest_task {
     struct nest_task *wait_next; /* link in some waiter list */
     struct nest_task *retained_next; /* link in nursery->retained */
     struct nest_task *starter;   /* task blocked in nest_start() on us */
-    void *wake_ptr;              /* nest_started()'s value; what we wait on */
+    void *wake_ptr;              /* nest_started()'s value; while BLOCKED,
+                                    what we wait on (see enum nest__block) */
     int wake_val;                /* extra result of a wait (task rc, fd) */
+    int block;                   /* while BLOCKED: enum nest__block */
     nest__exit_hook *exit_hooks; /* see nest__exit_hook */
+    nest_time block_since;       /* while BLOCKED: since when (runtime clock) */
+    struct nest__locals *locals; /* task-local values (lib/tasklocal.c); set
+                                    by the spawner, not nest__task_new */
 };
 
 struct nest__loop; /* evloop.c's private state */
@@ -108,8 +142,17 @@ struct nest__rt {
     nest_task *runq_head;        /* FIFO of RUNNABLE (and NEW) tasks */
     nest_task *runq_tail;
     size_t nrunq;
+    /* Read on every switch or pass, so kept on the run queue's cache line:
+     * the instrument list (NULL: hooks off), the pass counter of
+     * nest_stats() and the scheduling seed (0: FIFO).  Placed between
+     * nrunq and batch on purpose: when the two were adjacent, gcc merged
+     * their updates into one 16-byte load that missed store forwarding at
+     * every pass start (+7% on bench_switch). */
+    struct nest_instrument *instr;
+    uint64_t npasses;
     size_t batch;                /* tasks left in the current pass */
     unsigned steps;              /* task steps since the last poll */
+    uint64_t seed;
     nest_task *zombie;           /* finished task whose stack awaits release */
     nest__stack_pool stacks;
     nest_task *free_tasks;       /* recycled control blocks */
@@ -121,6 +164,7 @@ struct nest__rt {
     nest_time autojump;
     nest_scope *heap;            /* deadline pairing heap root */
     uint64_t heap_seq;           /* last nest_scope.hseq handed out */
+    nest_time next_trim;         /* real time of the next stack trim */
     /* The whole run. */
     nest_scope run_scope;        /* cancelled on deadlock */
     nest_task *root;
@@ -128,7 +172,6 @@ struct nest__rt {
     int deadlocked;
     int root_done;
     uint64_t next_id;
-    uint64_t seed;
     size_t ntasks;               /* live control blocks */
     /* I/O. */
     struct nest__loop *loop;
@@ -136,6 +179,26 @@ struct nest__rt {
     /* nest_wait_all_tasks_blocked() waiters, FIFO. */
     nest_task *idle_head;
     nest_task *idle_tail;
+    /* Inspection (lib/inspect.c, stats.c, instrument.c); see also instr. */
+    nest_time t0;                /* the clock when the run began */
+    uint64_t nfinished;          /* tasks that returned (next_id - this: living) */
+    uint64_t nsteps;             /* task steps, up to the last nest__run_main */
+    uint64_t npolls;             /* calls into libev */
+    uint64_t nfdwaits;           /* fd waits that blocked */
+    nest_time lag_last;          /* how late the last timed poll woke */
+    nest_time lag_max;
+    uint64_t nslow;              /* slow steps reported */
+    FILE *report;                /* deadlock and seed reports; NULL: stderr */
+    int quiet;                   /* report nothing */
+    _Atomic int dump_req;        /* set by the dump signal's handler */
+    FILE *dump_out;              /* where a signalled dump goes */
+    int dump_signo;              /* the dump signal, 0 if none */
+    /* Randomised scheduling (seed != 0). */
+    nest_instrument seed_ins;    /* empty, registered to select the hooked
+                                    paths, which alone shuffle (task.c) */
+    uint64_t rng;                /* PRNG state */
+    nest_task **shuffle;         /* scratch array for one pass */
+    size_t nshuffle;             /* its capacity */
 };
 
 /* The calling thread's runtime.  initial-exec: the library is built as
@@ -158,7 +221,15 @@ nest_task *nest__task_self(const char *what);
 
 /* task.c: scheduling primitives. */
 void nest__schedule(struct nest__rt *rt, nest_task *t); /* append to run queue */
-int nest__park(struct nest__rt *rt, nest_task *self, int (*abort_fn)(nest_task *));
+/* Queues a task just created by nest_spawn/nest_start (or the root task):
+ * the spawned and scheduled hooks, then nest__schedule, with one test. */
+void nest__schedule_new(struct nest__rt *rt, nest_task *t);
+/* Blocks self until nest__wake(); records what it waits for (kind, obj). */
+int nest__park_on(struct nest__rt *rt, nest_task *self, int (*abort_fn)(nest_task *), int kind,
+                  const void *obj);
+static inline int nest__park(struct nest__rt *rt, nest_task *self, int (*abort_fn)(nest_task *)) {
+    return nest__park_on(rt, self, abort_fn, NEST__BLOCK_OTHER, NULL);
+}
 void nest__wake(struct nest__rt *rt, nest_task *t, int rc);
 int nest__yield(struct nest__rt *rt, nest_task *self);
 nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char *name,
@@ -199,5 +270,53 @@ int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t);
 void nest__loop_unwatch(struct nest__rt *rt, int fd, int writable);
 void nest__loop_closing(struct nest__rt *rt, int fd);
 nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable);
+/* Makes a poll blocked in libev return soon.  Async-signal-safe; callable
+ * from any thread while the loop exists, once wakeups are enabled. */
+int nest__loop_wakeup_enable(struct nest__rt *rt);
+void nest__loop_wakeup(struct nest__rt *rt);
+
+/* Hooks (lib/instrument.c): called only when rt->instr is not NULL. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NEST__UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* For slow paths next to hot ones: kept out of line so that the hot
+ * function stays small enough to be inlined where it is called. */
+#define NEST__COLD __attribute__((noinline, cold))
+#define NEST__INLINE inline __attribute__((always_inline))
+#else
+#define NEST__UNLIKELY(x) (x)
+#define NEST__COLD
+#define NEST__INLINE inline
+#endif
+void nest__hook_spawned(struct nest__rt *rt, nest_task *t);
+void nest__hook_scheduled(struct nest__rt *rt, nest_task *t);
+void nest__hook_step_begin(struct nest__rt *rt, nest_task *t);
+void nest__hook_step_end(struct nest__rt *rt, nest_task *t);
+void nest__hook_exited(struct nest__rt *rt, nest_task *t); /* task.c calls it */
+void nest__hook_io_wait(struct nest__rt *rt, nest_time timeout, int after);
+void nest__hook_cancelled(struct nest__rt *rt, nest_scope *s);
+void nest__hook_nursery(struct nest__rt *rt, nest_nursery *n, int rc, int closed);
+void nest__hook_run(struct nest__rt *rt, int after); /* after: also unregisters all */
+
+/* lib/inspect.c */
+void nest__each_task(struct nest__rt *rt, void (*fn)(nest_task *t, void *arg), void *arg);
+size_t nest__nblocked(const struct nest__rt *rt);
+void nest__dump_rt(struct nest__rt *rt, FILE *out, const char *header);
+void nest__dump_signalled(struct nest__rt *rt);
+void nest__dump_signal_release(struct nest__rt *rt);
+/* lib/tasklocal.c.  A child shares its spawner's values (copy on write):
+ * spawning costs one load and one branch when no task-local is set. */
+void nest__locals_ref(struct nest__locals *l);
+void nest__locals_release(struct nest__rt *rt, nest_task *t);
+static inline struct nest__locals *nest__locals_inherit(nest_task *spawner) {
+    struct nest__locals *l = spawner->locals;
+    if (l) nest__locals_ref(l);
+    return l;
+}
+/* lib/trace.c, lib/stats.c: NEST_TRACE=path and NEST_SLOW_STEP_MS=ms in the
+ * environment turn on tracing and the slow-step report for the whole run. */
+void nest__trace_from_env(struct nest__rt *rt);
+void nest__slow_from_env(struct nest__rt *rt);
+/* lib/task.c: randomised order within a pass (rt->seed != 0). */
+void nest__shuffle_pass(struct nest__rt *rt);
 
 #endif

@@ -13,6 +13,11 @@
  * active exactly while a task waits on it (rt->nio counts them), so an idle
  * fd costs libev nothing and the deadlock check can trust rt->nio.
  *
+ * A runtime that takes a dump signal (lib/inspect.c) enables an ev_async
+ * watcher, so that the signal handler can end a blocking poll from any
+ * thread (nest__loop_wakeup); it does not keep the loop alive (ev_unref)
+ * and wakes no task.
+ *
  * libev's own allocations (the loop, its internal fd arrays) go through
  * libev's allocator, not nest's hook: libev aborts on allocation failure and
  * cannot report it, so routing them through the hook would turn an injected
@@ -35,6 +40,8 @@ struct nest__loop {
     struct fd_entry **fds;  /* indexed by fd; NULL where never used */
     int nfds;
     struct nest__rt *rt;
+    ev_async wake;          /* nest__loop_wakeup(), once enabled */
+    int wake_on;
 };
 
 static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
@@ -53,6 +60,27 @@ static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     (void)ev;
     (void)w;
     (void)revents; /* its only job is to end ev_run */
+}
+
+static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
+    (void)ev;
+    (void)w;
+    (void)revents; /* likewise */
+}
+
+int nest__loop_wakeup_enable(struct nest__rt *rt) {
+    struct nest__loop *lp = rt->loop;
+    if (lp->wake_on) return 0;
+    ev_async_init(&lp->wake, wake_cb);
+    ev_async_start(lp->ev, &lp->wake);
+    ev_unref(lp->ev);
+    lp->wake_on = 1;
+    return 0;
+}
+
+void nest__loop_wakeup(struct nest__rt *rt) {
+    struct nest__loop *lp = rt->loop;
+    if (lp && lp->wake_on) ev_async_send(lp->ev, &lp->wake);
 }
 
 int nest__loop_open(struct nest__rt *rt, void *host_loop) {
@@ -78,6 +106,10 @@ int nest__loop_open(struct nest__rt *rt, void *host_loop) {
 void nest__loop_close(struct nest__rt *rt) {
     struct nest__loop *lp = rt->loop;
     if (!lp) return;
+    if (lp->wake_on) {
+        ev_ref(lp->ev);
+        ev_async_stop(lp->ev, &lp->wake);
+    }
     for (int fd = 0; fd < lp->nfds; fd++) {
         struct fd_entry *e = lp->fds[fd];
         if (!e) continue;

@@ -21,7 +21,9 @@ static int wait_fd(int fd, int writable, const char *what) {
     int rc = nest__loop_watch(rt, fd, writable, t);
     if (rc < 0) return rc;
     t->wake_val = fd << 1 | writable;
-    return nest__park(rt, t, abort_fd);
+    rt->nfdwaits++;
+    return nest__park_on(rt, t, abort_fd, writable ? NEST__BLOCK_WRITE : NEST__BLOCK_READ,
+                         (const void *)(intptr_t)fd);
 }
 
 int nest_wait_readable(int fd) { return wait_fd(fd, 0, "nest_wait_readable"); }

@@ -88,6 +88,8 @@ void nest_nursery_open_at(nest_nursery *n, const char *file, int line) {
     n->on_failure = NULL;
     n->on_failure_arg = NULL;
     n->magic = NEST__NURSERY_MAGIC;
+    struct nest__rt *rt = nest__rt_cur;
+    if (NEST__UNLIKELY(rt->instr)) nest__hook_nursery(rt, n, 0, 0);
 }
 
 static void check_spawnable(nest_nursery *n, const char *what, const char *file, int line) {
@@ -108,6 +110,7 @@ static nest_task *make_child(struct nest__rt *rt, nest_nursery *n, nest_fn fn, v
     nest_task *t = nest__task_new(rt, fn, arg, name, file, line, o ? o->stack_size : 0);
     if (!t) return NULL;
     t->nursery = n;
+    t->locals = nest__locals_inherit(rt->current);
     if (o && o->handle) {
         t->flags |= NEST__TASK_RETAINED;
         *o->handle = t;
@@ -124,7 +127,7 @@ int nest_spawn_at(nest_nursery *n, nest_fn fn, void *arg, const nest_spawn_optio
     if (!t) return -ENOMEM;
     nest__scope_link(&t->root, &n->scope);
     n->live++;
-    nest__schedule(rt, t);
+    nest__schedule_new(rt, t);
     return 0;
 }
 
@@ -141,8 +144,8 @@ int nest_start_at(nest_nursery *n, nest_fn fn, void *arg, const nest_spawn_optio
     t->flags |= NEST__TASK_STARTING;
     t->starter = self;
     n->pending++;
-    nest__schedule(rt, t);
-    int rc = nest__park(rt, self, NULL);
+    nest__schedule_new(rt, t);
+    int rc = nest__park_on(rt, self, NULL, NEST__BLOCK_START, t);
     if (rc == 0 && value) *value = self->wake_ptr;
     return rc;
 }
@@ -188,7 +191,7 @@ int nest_nursery_close_at(nest_nursery *n, int rc, const char *file, int line) {
     n->state = NURSERY_CLOSING;
     while (n->live || n->pending) {
         n->waiter = self;
-        nest__park(rt, self, NULL);
+        nest__park_on(rt, self, NULL, NEST__BLOCK_NURSERY, n);
     }
     int absorbs = nest__scope_leave(&n->scope, "nest_nursery_close", file, line);
     nest_task *r = n->retained;
@@ -199,10 +202,16 @@ int nest_nursery_close_at(nest_nursery *n, int rc, const char *file, int line) {
     }
     n->retained = NULL;
     n->state = NURSERY_CLOSED;
-    if (n->first_error) return n->first_error;
-    if (n->outer_cancelled) return -ECANCELED;
-    if (absorbs) n->scope.flags |= NEST__SCOPE_CAUGHT;
-    return 0;
+    if (n->first_error)
+        rc = n->first_error;
+    else if (n->outer_cancelled)
+        rc = -ECANCELED;
+    else {
+        rc = 0;
+        if (absorbs) n->scope.flags |= NEST__SCOPE_CAUGHT;
+    }
+    if (NEST__UNLIKELY(rt->instr)) nest__hook_nursery(rt, n, rc, 1);
+    return rc;
 }
 
 void nest__nursery_cleanup(nest_nursery *n) {

@@ -14,6 +14,18 @@
 void nest_parking_lot_init(nest_parking_lot *l) {
     l->head = l->tail = NULL;
     l->count = 0;
+    l->name = NULL;
+    l->describe = NULL;
+}
+
+void nest_parking_lot_set_name(nest_parking_lot *l, const char *name,
+                               nest_parking_lot_describe_fn describe) {
+    l->name = name;
+    l->describe = describe;
+}
+
+const char *nest_parking_lot_name(const nest_parking_lot *l) {
+    return l->name ? l->name : "parking lot";
 }
 
 void nest_waiter_init(nest_waiter *w, nest_parking_lot *l, void *data) {
@@ -86,7 +98,7 @@ int nest_park_group(nest_waiter *ws, unsigned n, nest_park_cancel_fn on_cancel) 
     }
     t->wake_ptr = ws;
     t->wake_val = (int)n;
-    return nest__park(rt, t, abort_park);
+    return nest__park_on(rt, t, abort_park, NEST__BLOCK_PARK, ws);
 }
 
 int nest_park(nest_parking_lot *l, nest_waiter *w, void *data, nest_park_cancel_fn on_cancel) {

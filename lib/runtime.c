@@ -8,18 +8,26 @@
  *
  * When nothing is runnable the runtime is idle and decides, in this order:
  *  1. poll I/O without blocking and expire deadlines that have passed;
- *  2. wake one nest_wait_all_tasks_blocked() waiter;
+ *  2. wake one nest_wait_all_tasks_blocked() waiter; then, at most once a
+ *     second, give unused stack memory back (nest__stack_trim);
  *  3. real clock: block in libev until an fd is ready or the earliest
  *     deadline (one libev timer);  mock clock: jump to the earliest deadline
  *     (after the autojump threshold of real time without events), or block
  *     on I/O if autojump is off;
  *  4. if nothing at all could ever wake a task - no deadline the clock will
- *     reach, no fd watched - the program is deadlocked: the whole run is
- *     cancelled so every task unwinds, and nest_run returns NEST_EDEADLOCK.
- *     If the run is still stuck after that (say, shielded tasks waiting
- *     forever), nest aborts with a message rather than hang.
+ *     reach, no fd watched - the program is deadlocked: the task tree is
+ *     printed to the report stream, the whole run is cancelled so every
+ *     task unwinds, and nest_run returns NEST_EDEADLOCK.  If the run is
+ *     still stuck after that (say, shielded tasks waiting forever), nest
+ *     prints the tree again and aborts rather than hang.
+ *
+ * The loop also keeps the statistics that only it can see (polls, loop
+ * lag), runs the I/O-wait instrument hooks, and writes a task tree dump
+ * when the dump signal has arrived (its handler only sets rt->dump_req).
  */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -29,11 +37,22 @@ void nest_run_options_init(nest_run_options *o) {
     o->autojump_threshold = NEST_FOREVER;
 }
 
+static FILE *report_file(struct nest__rt *rt) { return rt->report ? rt->report : stderr; }
+
 static void deadlock(struct nest__rt *rt) {
+    if (rt->deadlocked && !rt->quiet)
+        nest__dump_rt(rt, report_file(rt),
+                      "nest: deadlock again after cancelling the run; who waits on what:");
     if (rt->deadlocked)
         nest__panic("deadlock: every task is blocked and nothing can wake any of them, even "
                     "after the run was cancelled (is a shielded scope waiting forever?)");
     rt->deadlocked = 1;
+    if (!rt->quiet)
+        nest__dump_rt(rt, report_file(rt),
+                      "nest: deadlock: every task is blocked and nothing can wake any of them "
+                      "(no deadline ahead, no fd watched).\n"
+                      "nest: cancelling the run; nest_run will return NEST_EDEADLOCK.  Who waits "
+                      "on what:");
     nest__scope_cancel(rt, &rt->run_scope, 0);
     if (!rt->runq_head)
         nest__panic("deadlock: every task is blocked and nothing can wake any of them, and "
@@ -52,30 +71,55 @@ static void expire(struct nest__rt *rt) {
     if (rt->heap) nest__deadline_expire(rt, nest__clock_read(rt));
 }
 
+static void loop_poll(struct nest__rt *rt, nest_time timeout) {
+    rt->npolls++;
+    if (NEST__UNLIKELY(rt->instr)) {
+        nest__hook_io_wait(rt, timeout, 0);
+        nest__loop_poll(rt, timeout);
+        nest__hook_io_wait(rt, timeout, 1);
+        return;
+    }
+    nest__loop_poll(rt, timeout);
+}
+
+/* Returns unused stack memory, at most once a second of real time (even
+ * with the mock clock), only when idle: never in the middle of a burst. */
+static void trim_stacks(struct nest__rt *rt) {
+    nest_time now = nest__monotonic();
+    if (now < rt->next_trim) return;
+    rt->next_trim = now + NEST_SEC(1);
+    nest__stack_trim(&rt->stacks);
+}
+
 /* Nothing is runnable: wait for something to happen (see the file comment). */
 static void idle(struct nest__rt *rt) {
-    if (rt->nio) nest__loop_poll(rt, 0);
+    if (rt->nio) loop_poll(rt, 0);
     expire(rt);
     if (rt->runq_head) return;
     if (rt->idle_head) {
         wake_idle_waiter(rt);
         return;
     }
+    trim_stacks(rt);
     nest_time next = nest__deadline_next(rt);
     if (rt->clock_kind == NEST_CLOCK_MONOTONIC) {
         if (next == NEST_FOREVER && !rt->nio) return deadlock(rt);
-        nest__loop_poll(rt, next == NEST_FOREVER ? -1 : next - rt->now);
+        loop_poll(rt, next == NEST_FOREVER ? -1 : next - rt->now);
         expire(rt);
+        if (next != NEST_FOREVER && rt->now >= next) { /* the timer's wake-up: how late? */
+            rt->lag_last = rt->now - next;
+            if (rt->lag_last > rt->lag_max) rt->lag_max = rt->lag_last;
+        }
         return;
     }
     /* Mock clock. */
     if (rt->autojump == NEST_FOREVER || next == NEST_FOREVER) {
         if (!rt->nio) return deadlock(rt);
-        nest__loop_poll(rt, -1);
+        loop_poll(rt, -1);
         return;
     }
     if (rt->autojump > 0) {
-        nest__loop_poll(rt, rt->autojump);
+        loop_poll(rt, rt->autojump);
         if (rt->runq_head) return;
     }
     rt->now = next;
@@ -83,9 +127,25 @@ static void idle(struct nest__rt *rt) {
 }
 
 static void poll(struct nest__rt *rt) {
+    if (NEST__UNLIKELY(rt->dump_req)) nest__dump_signalled(rt);
     if (!rt->runq_head) return idle(rt);
-    if (rt->nio) nest__loop_poll(rt, 0);
+    if (rt->nio) loop_poll(rt, 0);
     expire(rt);
+}
+
+/* NEST_SEED overrides the seed option: a number, or "random". */
+static uint64_t choose_seed(uint64_t seed) {
+    const char *env = getenv("NEST_SEED");
+    if (!env || !*env) return seed;
+    if (strcmp(env, "random") == 0) {
+        uint64_t s = (uint64_t)nest__monotonic() ^ ((uint64_t)getpid() << 32);
+        s ^= s >> 29; /* any non-zero value will do; mix the cheap bits a little */
+        s *= 0xbf58476d1ce4e5b9u;
+        return s ? s : 1;
+    }
+    char *end;
+    unsigned long long v = strtoull(env, &end, 0);
+    return *end ? seed : (uint64_t)v;
 }
 
 int nest_run(nest_fn fn, void *arg) { return nest_run_opts(fn, arg, NULL); }
@@ -111,8 +171,12 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
     rt->default_stack = o->stack_size ? o->stack_size : NEST_DEFAULT_STACK_SIZE;
     rt->clock_kind = o->clock;
     rt->autojump = o->autojump_threshold;
-    rt->seed = o->seed;
+    rt->seed = choose_seed(o->seed);
+    rt->rng = rt->seed;
+    rt->report = o->report;
+    rt->quiet = o->quiet;
     rt->now = o->clock == NEST_CLOCK_MOCK ? o->mock_start : nest__monotonic();
+    rt->t0 = rt->now;
     nest__scope_init_system(&rt->run_scope, NULL, "nest_run");
     rc = nest__loop_open(rt, o->loop);
     if (rc < 0) goto fail_loop;
@@ -122,17 +186,31 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
         goto fail_root;
     }
     root->flags |= NEST__TASK_ROOT;
+    root->locals = NULL;
     nest__scope_link(&root->root, &rt->run_scope);
     rt->root = root;
-    nest__schedule(rt, root);
     nest__ctx_init_main(&rt->main);
     nest__rt_cur = rt;
+    if (rt->seed) nest_instrument_add(&rt->seed_ins);
+    if (o->instrument) nest_instrument_add(o->instrument);
+    nest__trace_from_env(rt);
+    nest__slow_from_env(rt);
+    if (rt->instr) nest__hook_run(rt, 0);
+    nest__schedule_new(rt, root);
     while (!rt->root_done) {
         poll(rt);
         nest__run_main(rt);
     }
-    nest__rt_cur = NULL;
     rc = rt->deadlocked ? NEST_EDEADLOCK : rt->root_rc;
+    if (rt->instr) nest__hook_run(rt, 1);
+    if (rc < 0 && rt->seed && !rt->quiet)
+        fprintf(report_file(rt),
+                "nest: the run failed (%s) with randomised scheduling, seed %llu; replay "
+                "it with NEST_SEED=%llu\n",
+                nest_err_name(rc), (unsigned long long)rt->seed, (unsigned long long)rt->seed);
+    nest__dump_signal_release(rt);
+    nest__rt_cur = NULL;
+    nest__free(rt->shuffle, rt->nshuffle * sizeof *rt->shuffle);
 fail_root:
     nest__loop_close(rt);
 fail_loop:
@@ -168,5 +246,5 @@ int nest_wait_all_tasks_blocked(void) {
     else
         rt->idle_head = t;
     rt->idle_tail = t;
-    return nest__park(rt, t, abort_idle_wait);
+    return nest__park_on(rt, t, abort_idle_wait, NEST__BLOCK_IDLE, NULL);
 }

@@ -98,6 +98,7 @@ void nest__scope_cancel(struct nest__rt *rt, nest_scope *s, unsigned why) {
     if (!(s->flags & NEST__SCOPE_ENTERED) || (s->flags & NEST__SCOPE_CANCELLED)) return;
     s->flags |= NEST__SCOPE_CANCELLED | why;
     if (s->flags & NEST__SCOPE_INHEAP) nest__deadline_remove(rt, s);
+    if (NEST__UNLIKELY(rt->instr)) nest__hook_cancelled(rt, s);
     deliver(rt, s);
 }
 
@@ -110,11 +111,14 @@ static struct nest__rt *need_rt(const char *what) {
 static void enter(struct nest_task *t, nest_scope *s, nest_time deadline, unsigned flags,
                   const char *file, int line) {
     struct nest__rt *rt = nest__rt_cur;
-    for (nest_scope *p = t->cur; p && p->owner == t; p = p->parent)
-        if (p == s)
-            nest__panic("nest_scope_enter at %s:%d: this scope is already entered (at %s:%d) "
-                        "(rule: a scope is entered once at a time)",
-                        file, line, s->file, s->line);
+    /* Only a struct that looks entered can be entered now; the walk then
+     * tells a live scope from stale memory that merely looks like one. */
+    if (s->magic == NEST__SCOPE_MAGIC && (s->flags & NEST__SCOPE_ENTERED))
+        for (nest_scope *p = t->cur; p && p->owner == t; p = p->parent)
+            if (p == s)
+                nest__panic("nest_scope_enter at %s:%d: this scope is already entered (at "
+                            "%s:%d) (rule: a scope is entered once at a time)",
+                            file, line, s->file, s->line);
     s->child = NULL;
     s->hchild = s->hnext = s->hprev = NULL;
     s->owner = t;

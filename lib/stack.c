@@ -16,13 +16,16 @@
  * the most recently freed stack is reused first, and a put is a handful of
  * pointer operations with no system call.
  *
- * Memory goes back to the system when a put leaves a whole slab free while
- * its class still has at least a slab's worth of free stacks elsewhere: the
- * slab is unmapped (with its guards and its metadata).  The slack of a whole
- * slab is hysteresis: a program whose task count hovers around a slab
- * boundary would otherwise map and unmap a slab every few spawns.  Because
- * gets prefer the most recently put-to slab, a slab that empties stays
- * empty while others have room, so the release triggers on real shrinkage.
+ * Memory goes back to the system in nest__stack_trim(), which the scheduler
+ * calls when it is idle, at most once a second: a slab that was entirely
+ * free at the previous trim and still is (no get took a stack from it in
+ * between) is unmapped, with its guards and its metadata, as long as its
+ * class keeps at least a slab's worth of free stacks elsewhere.  Never in a
+ * put: a burst of exits (cancelling 100,000 tasks) would otherwise pay a
+ * munmap per slab at once, and the next burst would fault every page in
+ * again.  The slack of a whole slab is hysteresis against mapping and
+ * unmapping at a boundary.  Because gets prefer the most recently put-to
+ * slab, a slab that empties stays empty while others have room.
  *
  * Guard modes, chosen once per process (guard_init):
  *   madvise   MADV_GUARD_INSTALL on each guard page: no VMA split, so no
@@ -96,6 +99,8 @@ struct nest__slab {
     nest__stack *free;                /* its free stacks, LIFO */
     size_t nstacks;                   /* K */
     size_t nfree;                     /* stacks on `free` */
+    int idle;                         /* entirely free at the last trim and
+                                         untouched by gets since */
     long budget;                      /* map entries it holds of mprotect_budget */
     nest__stack stacks[];             /* stacks[i] is unit i of the mapping */
 };
@@ -265,6 +270,7 @@ static struct nest__slab *slab_new(nest__stack_pool *p, struct nest__sizeclass *
     }
     s->cls = c;
     s->nstacks = s->nfree = n;
+    s->idle = 0;
     s->budget = 0;
     for (size_t i = 0; i < n; i++) {
         nest__stack *st = &s->stacks[i];
@@ -318,6 +324,7 @@ nest__stack *nest__stack_get(nest__stack_pool *p, size_t size) {
     if (!s && !(s = slab_new(p, c))) return NULL;
     nest__stack *st = s->free;
     s->free = st->next;
+    s->idle = 0;
     if (--s->nfree == 0) partial_unlink(c, s);
     c->nfree--;
     p->nlive++;
@@ -340,12 +347,28 @@ int nest__stack_put(nest__stack_pool *p, nest__stack *st) {
     }
     c->nfree++;
     p->nlive--;
-    if (s->nfree == s->nstacks && c->nfree - s->nfree >= s->nstacks) {
-        partial_unlink(c, s);
-        c->nfree -= s->nstacks;
-        slab_free(p, s);
-    }
     return rc;
+}
+
+size_t nest__stack_trim(nest__stack_pool *p) {
+    size_t released = 0;
+    struct nest__slab *s = p->slabs;
+    while (s) {
+        struct nest__slab *next = s->next;
+        struct nest__sizeclass *c = s->cls;
+        if (s->nfree != s->nstacks) {
+            s->idle = 0;
+        } else if (!s->idle) {
+            s->idle = 1; /* first seen free: release at the next trim */
+        } else if (c->nfree - s->nfree >= s->nstacks) {
+            partial_unlink(c, s);
+            c->nfree -= s->nstacks;
+            slab_free(p, s);
+            released++;
+        }
+        s = next;
+    }
+    return released;
 }
 
 void nest__stack_pool_destroy(nest__stack_pool *p) {

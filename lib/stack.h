@@ -68,6 +68,12 @@ int nest__stack_put(nest__stack_pool *p, nest__stack *s);
  * it was overwritten. */
 int nest__stack_check(const nest__stack *s);
 
+/* Gives memory back: unmaps the slabs that were entirely free at the
+ * previous trim and still are, keeping a slab's worth of free stacks per
+ * size.  Returns how many slabs were released.  The scheduler calls it when
+ * idle, at most once a second; it walks every slab. */
+size_t nest__stack_trim(nest__stack_pool *p);
+
 /* Unmaps every slab and frees all metadata.  Every stack must be back
  * (aborts otherwise). */
 void nest__stack_pool_destroy(nest__stack_pool *p);

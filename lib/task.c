@@ -20,6 +20,17 @@
  *  - A task gets a stack only when it first runs, and stacks are reused
  *    last-in first-out, so spawning touches no stack memory and a stream of
  *    short tasks keeps running on the same hot stack.
+ *  - Instrument hooks (lib/instrument.c) cost one test of rt->instr where
+ *    they would fire; with instruments registered, switching takes the
+ *    out-of-line path switch_out_hooked().  A step is the time from a
+ *    switch into a task to its next switch out (or exit); a checkpoint
+ *    that finds no other runnable task still ends one step and begins the
+ *    next.
+ *  - With a scheduling seed (rt->seed != 0) each pass runs its tasks in an
+ *    order drawn from the seed (nest__shuffle_pass) instead of FIFO.  A
+ *    seeded run registers an empty instrument (rt->seed_ins), so it takes
+ *    the hooked paths, the only ones that shuffle: the plain path pays
+ *    nothing for the feature.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -98,6 +109,8 @@ nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char
     t->wake_ptr = NULL;
     t->wake_val = 0;
     t->exit_hooks = NULL;
+    /* block and block_since are read only while BLOCKED, and the caller
+     * sets locals (make_child; nest_run for the root task). */
     rt->ntasks++;
     return t;
 }
@@ -120,7 +133,7 @@ void nest__task_pool_destroy(struct nest__rt *rt) {
     rt->free_tasks = NULL;
 }
 
-void nest__schedule(struct nest__rt *rt, nest_task *t) {
+static inline void runq_push(struct nest__rt *rt, nest_task *t) {
     t->state = NEST__RUNNABLE;
     t->next = NULL;
     if (rt->runq_tail)
@@ -131,6 +144,25 @@ void nest__schedule(struct nest__rt *rt, nest_task *t) {
     rt->nrunq++;
 }
 
+void nest__schedule(struct nest__rt *rt, nest_task *t) {
+    /* Before the state changes, so that the hook sees what t leaves. */
+    if (NEST__UNLIKELY(rt->instr)) nest__hook_scheduled(rt, t);
+    runq_push(rt, t);
+}
+
+static NEST__COLD void schedule_new_hooked(struct nest__rt *rt, nest_task *t) {
+    nest__hook_spawned(rt, t);
+    nest__hook_scheduled(rt, t);
+    runq_push(rt, t);
+}
+
+void nest__schedule_new(struct nest__rt *rt, nest_task *t) {
+    if (NEST__UNLIKELY(rt->instr))
+        schedule_new_hooked(rt, t);
+    else
+        runq_push(rt, t);
+}
+
 static nest_task *runq_pop(struct nest__rt *rt) {
     nest_task *t = rt->runq_head;
     rt->runq_head = t->next;
@@ -139,9 +171,48 @@ static nest_task *runq_pop(struct nest__rt *rt) {
     return t;
 }
 
+/* splitmix64: a small, good generator whose whole state is one word, so a
+ * run is replayed exactly from its seed. */
+static uint64_t next_random(struct nest__rt *rt) {
+    uint64_t z = (rt->rng += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* Puts the tasks of the pass that begins now (the whole queue) in an order
+ * drawn from the seed (Fisher-Yates).  If the scratch array cannot grow,
+ * the pass keeps FIFO order: randomisation is a testing aid, not a reason
+ * to fail. */
+void nest__shuffle_pass(struct nest__rt *rt) {
+    size_t n = rt->nrunq;
+    if (n < 2) return;
+    if (n > rt->nshuffle) {
+        size_t cap = rt->nshuffle ? rt->nshuffle : 64;
+        while (cap < n) cap *= 2;
+        nest_task **a = nest__realloc(rt->shuffle, rt->nshuffle * sizeof *a, cap * sizeof *a);
+        if (!a) return;
+        rt->shuffle = a;
+        rt->nshuffle = cap;
+    }
+    nest_task **a = rt->shuffle;
+    size_t i = 0;
+    for (nest_task *t = rt->runq_head; t; t = t->next) a[i++] = t;
+    for (i = n - 1; i > 0; i--) {
+        size_t j = (size_t)(next_random(rt) % (i + 1));
+        nest_task *tmp = a[i];
+        a[i] = a[j];
+        a[j] = tmp;
+    }
+    for (i = 0; i + 1 < n; i++) a[i]->next = a[i + 1];
+    a[n - 1]->next = NULL;
+    rt->runq_head = a[0];
+    rt->runq_tail = a[n - 1];
+}
+
 /* Releases the stack (and, without a handle, the control block) of the task
  * that finished just before the switch that brought us here. */
-static void reap(struct nest__rt *rt) {
+static inline void reap(struct nest__rt *rt) {
     nest_task *z = rt->zombie;
     if (!z) return;
     rt->zombie = NULL;
@@ -155,7 +226,7 @@ static void reap(struct nest__rt *rt) {
 }
 
 static void task_entry(void);
-static void task_done(struct nest__rt *rt, nest_task *t, int rc);
+static void task_done_failed(struct nest__rt *rt, nest_task *t);
 
 /* Gives t a stack on its first run.  Stack exhaustion fails the task with
  * -ENOMEM as if it had returned that, without running any of its code. */
@@ -169,25 +240,33 @@ static int bind_stack(struct nest__rt *rt, nest_task *t) {
 }
 
 /* The next task to run, or NULL when the scheduler must take over: the
- * queue is empty, or I/O and timers are due to be polled. */
-static nest_task *pick_next(struct nest__rt *rt) {
+ * queue is empty, or I/O and timers are due to be polled.  hooked is a
+ * constant at each call site: only the hooked paths randomise the order of
+ * a pass, which is why a seeded run registers rt->seed_ins (and so takes
+ * them) and the plain path does not even test the seed. */
+static NEST__INLINE nest_task *pick_next_(struct nest__rt *rt, int hooked) {
     for (;;) {
         if (rt->steps >= NEST__POLL_EVERY) return NULL;
         if (rt->batch == 0) {
             if (!rt->runq_head) return NULL;
+            rt->npasses++;
             rt->batch = rt->nrunq; /* a new pass: exactly the tasks runnable now */
+            if (hooked && rt->seed) nest__shuffle_pass(rt);
         }
         nest_task *t = runq_pop(rt);
         rt->batch--;
         rt->steps++;
         if (!t->stack && bind_stack(rt, t) < 0) {
-            task_done(rt, t, -ENOMEM);
+            task_done_failed(rt, t);
             if (!(t->flags & NEST__TASK_RETAINED)) nest__task_free(rt, t);
             continue;
         }
         return t;
     }
 }
+
+static nest_task *pick_next(struct nest__rt *rt) { return pick_next_(rt, 0); }
+static NEST__COLD nest_task *pick_next_hooked(struct nest__rt *rt) { return pick_next_(rt, 1); }
 
 static void check_canary(nest_task *t) {
     if (!t->stack->guarded && nest__stack_check(t->stack) < 0)
@@ -196,9 +275,30 @@ static void check_canary(nest_task *t) {
                     t->name, t->file, t->line, t->stack->size);
 }
 
-/* Switches from the running task self to whatever runs next. */
-static void switch_out(struct nest__rt *rt, nest_task *self) {
-    check_canary(self);
+/* Switching out of the running task self to whatever runs next comes in
+ * two forms: with hooks (instruments registered) and plain.  The hooked
+ * form is kept out of line: inlined, it made the switch too big to be
+ * inlined into park and yield, which cost a call per switch (~10% of
+ * bench_switch). */
+static NEST__COLD void switch_out_hooked(struct nest__rt *rt, nest_task *self) {
+    nest__hook_step_end(rt, self);
+    nest_task *next = pick_next_hooked(rt);
+    if (next == self) {
+        self->state = NEST__RUNNING;
+        nest__hook_step_begin(rt, self);
+        return;
+    }
+    rt->current = next;
+    if (next) {
+        next->state = NEST__RUNNING;
+        nest__hook_step_begin(rt, next);
+    }
+    nest__ctx_switch(&self->ctx, next ? &next->ctx : &rt->main);
+    reap(rt);
+}
+
+/* switch_out() without hooks; the caller has checked the canary. */
+static inline void switch_out_plain(struct nest__rt *rt, nest_task *self) {
     nest_task *next = pick_next(rt);
     if (next == self) { /* it was the only runnable task: no switch at all */
         self->state = NEST__RUNNING;
@@ -210,11 +310,19 @@ static void switch_out(struct nest__rt *rt, nest_task *self) {
     reap(rt);
 }
 
-int nest__park(struct nest__rt *rt, nest_task *self, int (*abort_fn)(nest_task *)) {
+int nest__park_on(struct nest__rt *rt, nest_task *self, int (*abort_fn)(nest_task *), int kind,
+                  const void *obj) {
     self->state = NEST__BLOCKED;
     self->abort_fn = abort_fn;
     self->wake_rc = 0;
-    switch_out(rt, self);
+    self->block = kind;
+    self->wake_ptr = (void *)obj; /* abort_fns of task waits and parks read it too */
+    self->block_since = rt->now; /* the last reading: no clock read here */
+    check_canary(self);
+    if (NEST__UNLIKELY(rt->instr))
+        switch_out_hooked(rt, self);
+    else
+        switch_out_plain(rt, self);
     return self->wake_rc;
 }
 
@@ -227,9 +335,24 @@ void nest__wake(struct nest__rt *rt, nest_task *t, int rc) {
     nest__schedule(rt, t);
 }
 
+/* nest__yield() while instruments are registered (out of line, as
+ * switch_out_hooked). */
+static NEST__COLD void yield_hooked(struct nest__rt *rt, nest_task *self) {
+    nest__hook_scheduled(rt, self);
+    runq_push(rt, self);
+    check_canary(self);
+    switch_out_hooked(rt, self);
+}
+
+/* The checkpoint path: one test of rt->instr in all. */
 int nest__yield(struct nest__rt *rt, nest_task *self) {
-    nest__schedule(rt, self);
-    switch_out(rt, self);
+    if (NEST__UNLIKELY(rt->instr)) {
+        yield_hooked(rt, self);
+        return 0;
+    }
+    runq_push(rt, self);
+    check_canary(self);
+    switch_out_plain(rt, self);
     return 0;
 }
 
@@ -239,11 +362,13 @@ int nest__abort_nothing(nest_task *t) {
 }
 
 void nest__run_main(struct nest__rt *rt) {
+    rt->nsteps += rt->steps;
     rt->steps = 0;
-    nest_task *t = pick_next(rt);
+    nest_task *t = rt->instr ? pick_next_hooked(rt) : pick_next(rt);
     if (!t) return;
     rt->current = t;
     t->state = NEST__RUNNING;
+    if (NEST__UNLIKELY(rt->instr)) nest__hook_step_begin(rt, t);
     nest__ctx_switch(&rt->main, &t->ctx);
     reap(rt);
 }
@@ -266,7 +391,9 @@ void nest__exit_hook_remove(nest_task *t, nest__exit_hook *h) {
     h->next = h->prev = NULL;
 }
 
-static void task_done(struct nest__rt *rt, nest_task *t, int rc) {
+/* hooked (a constant at each call site) calls the task_exited hook once
+ * the task is DONE, before its waiters and its nursery hear of it. */
+static NEST__INLINE void task_done_(struct nest__rt *rt, nest_task *t, int rc, int hooked) {
     while (t->exit_hooks) {
         nest__exit_hook *h = t->exit_hooks;
         nest__exit_hook_remove(t, h);
@@ -274,6 +401,9 @@ static void task_done(struct nest__rt *rt, nest_task *t, int rc) {
     }
     t->rc = rc;
     t->state = NEST__DONE;
+    rt->nfinished++;
+    if (t->locals) nest__locals_release(rt, t);
+    if (hooked) nest__hook_exited(rt, t);
     if (t->root.flags & NEST__SCOPE_INHEAP) nest__deadline_remove(rt, &t->root);
     nest__scope_unlink(&t->root);
     t->root.flags &= ~NEST__SCOPE_ENTERED;
@@ -293,6 +423,30 @@ static void task_done(struct nest__rt *rt, nest_task *t, int rc) {
     }
 }
 
+/* A task that could not get a stack fails with -ENOMEM without running. */
+static NEST__COLD void task_done_failed(struct nest__rt *rt, nest_task *t) {
+    if (rt->instr)
+        task_done_(rt, t, -ENOMEM, 1);
+    else
+        task_done_(rt, t, -ENOMEM, 0);
+}
+
+/* task_exit() while instruments are registered (out of line, as
+ * switch_out_hooked). */
+static NEST__COLD __attribute__((noreturn)) void task_exit_hooked(struct nest__rt *rt,
+                                                                  nest_task *t, int rc) {
+    nest__hook_step_end(rt, t);
+    task_done_(rt, t, rc, 1);
+    rt->zombie = t;
+    nest_task *next = pick_next_hooked(rt);
+    rt->current = next;
+    if (next) {
+        next->state = NEST__RUNNING;
+        nest__hook_step_begin(rt, next);
+    }
+    nest__ctx_exit_to(&t->ctx, next ? &next->ctx : &rt->main);
+}
+
 static void task_exit(struct nest__rt *rt, nest_task *t, int rc) __attribute__((noreturn));
 static void task_exit(struct nest__rt *rt, nest_task *t, int rc) {
     if (t->cur != &t->root) {
@@ -305,7 +459,8 @@ static void task_exit(struct nest__rt *rt, nest_task *t, int rc) {
                     s->file, s->line);
     }
     check_canary(t);
-    task_done(rt, t, rc);
+    if (NEST__UNLIKELY(rt->instr)) task_exit_hooked(rt, t, rc);
+    task_done_(rt, t, rc, 0);
     rt->zombie = t;
     nest_task *next = pick_next(rt);
     rt->current = next;
@@ -384,7 +539,7 @@ int nest_task_wait(nest_task *t, int *result) {
     self->wake_ptr = t;
     self->wait_next = t->waiters;
     t->waiters = self;
-    int rc = nest__park(rt, self, abort_task_wait);
+    int rc = nest__park_on(rt, self, abort_task_wait, NEST__BLOCK_TASK, t);
     if (rc == 0 && result) *result = self->wake_val;
     return rc;
 }

@@ -25,7 +25,7 @@ int nest_sleep_until(nest_time when) {
     }
     nest_scope s;
     nest_scope_enter_at(&s, when, "nest_sleep", 0);
-    int rc = nest__park(rt, t, nest__abort_nothing);
+    int rc = nest__park_on(rt, t, nest__abort_nothing, NEST__BLOCK_SLEEP, &s);
     return nest_scope_exit_at(&s, rc, "nest_sleep", 0);
 }
 
@@ -38,5 +38,5 @@ int nest_sleep(nest_time d) {
 int nest_sleep_forever(void) {
     nest_task *t = nest__task_self("nest_sleep_forever");
     if (nest__cancelled_at(t->cur)) return -ECANCELED;
-    return nest__park(nest__rt_cur, t, nest__abort_nothing);
+    return nest__park_on(nest__rt_cur, t, nest__abort_nothing, NEST__BLOCK_SLEEP, NULL);
 }

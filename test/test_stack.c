@@ -361,8 +361,9 @@ NEST_TEST(guard_faults_mprotect) {
     check_guard_faults("mprotect");
 }
 
-/* Whole free slabs go back to the system once their class has a slab's
- * worth of free stacks elsewhere; the last free slab stays. */
+/* Whole free slabs go back to the system at the second trim that finds
+ * them free (never in a put), once their class has a slab's worth of free
+ * stacks elsewhere; the last free slab stays. */
 NEST_TEST(free_slabs_are_unmapped) {
     nest__stack_pool p;
     nest__stack_pool_init(&p);
@@ -383,6 +384,11 @@ NEST_TEST(free_slabs_are_unmapped) {
     for (size_t i = 0; i < n; i++) lo[i] = s[i]->lo;
     for (size_t i = 0; i < n; i++) nest__stack_put(&p, s[i]);
     size_t mapped = 0;
+    for (size_t i = 0; i < n; i++) mapped += resident_pages(lo[i], p.page) >= 0;
+    CHECK_EQ(mapped, n); /* puts release nothing */
+    CHECK_EQ(nest__stack_trim(&p), 0); /* the first trim only notes them */
+    CHECK_EQ(nest__stack_trim(&p), 2);
+    mapped = 0;
     for (size_t i = 0; i < n; i++) mapped += resident_pages(lo[i], p.page) >= 0;
     CHECK_EQ(mapped, k);
     for (size_t i = 0; i < k; i++) CHECK(resident_pages(lo[i], p.page) >= 0);
@@ -405,6 +411,7 @@ NEST_TEST(no_unmap_churn_at_slab_boundary) {
     for (size_t i = 0; i < 10; i++) nest__stack_put(&p, s[i]);
     for (int round = 0; round < 1000; round++) {
         nest__stack_put(&p, last);
+        CHECK_EQ(nest__stack_trim(&p), 0);
         CHECK(resident_pages(last->lo, p.page) >= 0);
         CHECK(nest__stack_get(&p, 64 * KIB) == last);
     }

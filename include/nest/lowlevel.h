@@ -55,16 +55,44 @@ struct nest_waiter {
     nest_park_cancel_fn on_cancel;
 };
 
+/* Writes a short description of the state of the object that owns l (e.g.
+ * "held by task #3 'writer'") into buf, NUL-terminated, for the task tree
+ * dump (nest/inspect.h).  Runs in the scheduler or the dumping task; must
+ * not block. */
+typedef void (*nest_parking_lot_describe_fn)(const nest_parking_lot *l, char *buf, size_t len);
+
 struct nest_parking_lot {
     nest_waiter *head;
     nest_waiter *tail;
     size_t count;
+    const char *name;            /* what the lot is, for diagnostics */
+    nest_parking_lot_describe_fn describe; /* NULL: nothing more to say */
 };
 
-#define NEST_PARKING_LOT_INIT {NULL, NULL, 0}
+/* Private: a task's exit hook, embedded in objects a task may hold (a lock)
+ * so that they learn when their holder exits.  Managed by the library. */
+typedef struct nest__exit_hook {
+    struct nest__exit_hook *next;
+    struct nest__exit_hook *prev;
+    void (*fn)(struct nest__exit_hook *h, struct nest_task *t);
+} nest__exit_hook;
 
-/* Initialises an empty lot.  Never fails. */
+#define NEST_PARKING_LOT_INIT {NULL, NULL, 0, NULL, NULL}
+#define NEST_PARKING_LOT_INIT_NAMED(name) {NULL, NULL, 0, (name), NULL}
+
+/* Initialises an empty lot, named "parking lot".  Never fails. */
 NEST_API void nest_parking_lot_init(nest_parking_lot *l);
+
+/* Names l for diagnostics: the task tree dump and traces say that a task
+ * parked in l waits on "<name> 0x<address>", followed by what describe
+ * writes (describe may be NULL).  name must outlive the lot (a string
+ * literal such as "lock", "semaphore", "channel receive").  Call after
+ * nest_parking_lot_init().  Not a checkpoint; never fails. */
+NEST_API void nest_parking_lot_set_name(nest_parking_lot *l, const char *name,
+                                        nest_parking_lot_describe_fn describe);
+
+/* l's name: the one given to nest_parking_lot_set_name(), or "parking lot". */
+NEST_API const char *nest_parking_lot_name(const nest_parking_lot *l);
 
 /* Prepares w to park in l with data, for nest_park_group(). */
 NEST_API void nest_waiter_init(nest_waiter *w, nest_parking_lot *l, void *data);

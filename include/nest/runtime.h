@@ -11,9 +11,13 @@
 #ifndef NEST_RUNTIME_H
 #define NEST_RUNTIME_H
 
+#include <stdio.h>
+
 #include "common.h"
 
 NEST_BEGIN_DECLS
+
+struct nest_instrument;
 
 /* Which clock a runtime reads. */
 enum nest_clock_kind {
@@ -42,9 +46,23 @@ typedef struct nest_run_options {
      * every task waits for a deadline, with no fd watched, is deadlocked
      * (no task is left to move the clock). */
     nest_time autojump_threshold;
-    /* Reserved for randomised scheduling order (0: plain FIFO).  nest's
-     * scheduling is FIFO and deterministic today; the seed is recorded. */
+    /* Non-zero: the tasks of each scheduling pass run in an order drawn
+     * from this seed instead of FIFO, so that tests shake out assumptions
+     * about ordering; the same seed (with the mock clock and no real I/O)
+     * replays the same order exactly.  0 (the default): FIFO.  The
+     * environment variable NEST_SEED overrides this field: a number, or
+     * "random" for a fresh seed each run.  When a randomised run fails
+     * (nest_run returns a negative code) the seed is reported (see report)
+     * so that the failing interleaving can be replayed. */
     uint64_t seed;
+    /* Where nest writes what it detects during the run: the task tree of a
+     * deadlock, the seed of a failed randomised run.  NULL: stderr. */
+    FILE *report;
+    /* Non-zero: write no reports (nest_run's result still tells). */
+    int quiet;
+    /* An instrument registered before the root task is spawned, so that it
+     * sees the whole run (nest/instrument.h); NULL: none. */
+    struct nest_instrument *instrument;
 } nest_run_options;
 
 /* The default stack size: 64 KiB of address space, of which only the pages a
@@ -58,9 +76,10 @@ NEST_API void nest_run_options_init(nest_run_options *o);
  * what fn returned, once fn and everything it spawned have finished.
  *
  * Returns NEST_EDEADLOCK if at some point no task could ever run again
- * (nothing runnable, no deadline, no file descriptor watched): the run is
- * then cancelled so that every task unwinds, and nest_run reports the
- * deadlock instead of fn's result.  Returns -ENOMEM if the runtime itself
+ * (nothing runnable, no deadline, no file descriptor watched): nest then
+ * prints the task tree (who waits on what, see nest/inspect.h) to the
+ * report stream, cancels the run so that every task unwinds, and nest_run
+ * reports the deadlock instead of fn's result.  Returns -ENOMEM if the runtime itself
  * cannot be set up.
  *
  * Not a checkpoint; must not be called from inside a task (nesting runtimes
