@@ -164,6 +164,9 @@ struct nest__rt {
     nest_time autojump;
     nest_scope *heap;            /* deadline pairing heap root */
     uint64_t heap_seq;           /* last nest_scope.hseq handed out */
+    size_t ncancelled;           /* entered scopes that are cancelled: when
+                                    0, no checkpoint can be cancelled and
+                                    nest__cancelled_at need not walk */
     nest_time next_trim;         /* real time of the next stack trim */
     /* The whole run. */
     nest_scope run_scope;        /* cancelled on deadlock */
@@ -240,7 +243,14 @@ void nest__run_main(struct nest__rt *rt); /* scheduler: switch to a task */
 int nest__abort_nothing(nest_task *t);    /* abort_fn for plain sleeps */
 
 /* scope.c */
-int nest__cancelled_at(const nest_scope *s);   /* effective, walking up */
+int nest__cancelled_walk(const nest_scope *s); /* effective, walking up */
+/* Whether a checkpoint under s is cancelled.  The common case - nothing
+ * cancelled anywhere in the runtime - costs one load. */
+static inline int nest__cancelled_at(const nest_scope *s) {
+    struct nest__rt *rt = nest__rt_cur;
+    if (rt && rt->ncancelled == 0) return 0;
+    return nest__cancelled_walk(s);
+}
 int nest__parent_cancelled(const nest_scope *s); /* visible from above s */
 void nest__scope_link(nest_scope *s, nest_scope *parent);
 void nest__scope_unlink(nest_scope *s);

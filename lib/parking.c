@@ -70,6 +70,10 @@ static void unlink_one(nest_waiter *w) {
 }
 
 static void unlink_group(nest_waiter *w) {
+    if (w->count == 1) { /* the common case: a plain nest_park */
+        if (w->linked) unlink_one(w);
+        return;
+    }
     nest_waiter *base = w - w->index;
     for (unsigned i = 0; i < w->count; i++)
         if (base[i].linked) unlink_one(&base[i]);

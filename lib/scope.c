@@ -9,7 +9,9 @@
  *  - A checkpoint is cancelled iff walking up from the task's innermost
  *    scope meets a cancelled scope before a shielded one (the shielded
  *    scope's own flag counts).  This walk is the only definition of
- *    "cancelled"; delivery below is an optimisation of it for blocked tasks.
+ *    "cancelled"; delivery below is an optimisation of it for blocked tasks,
+ *    and rt->ncancelled (entered scopes that are cancelled) one for
+ *    checkpoints: while it is 0 the walk cannot find anything.
  *  - Delivery: when a scope becomes cancelled (or a shield drops under a
  *    cancelled parent), every task blocked abortably whose innermost scope
  *    lies in its subtree, not below a shielded scope, is woken with
@@ -31,7 +33,7 @@ void nest__scope_init_system(nest_scope *s, nest_task *owner, const char *file) 
     s->magic = NEST__SCOPE_MAGIC;
 }
 
-int nest__cancelled_at(const nest_scope *s) {
+int nest__cancelled_walk(const nest_scope *s) {
     for (; s; s = s->parent) {
         if (s->flags & NEST__SCOPE_CANCELLED) return 1;
         if (s->flags & NEST__SCOPE_SHIELD) return 0;
@@ -97,6 +99,7 @@ static void deliver(struct nest__rt *rt, nest_scope *top) {
 void nest__scope_cancel(struct nest__rt *rt, nest_scope *s, unsigned why) {
     if (!(s->flags & NEST__SCOPE_ENTERED) || (s->flags & NEST__SCOPE_CANCELLED)) return;
     s->flags |= NEST__SCOPE_CANCELLED | why;
+    rt->ncancelled++;
     if (s->flags & NEST__SCOPE_INHEAP) nest__deadline_remove(rt, s);
     if (NEST__UNLIKELY(rt->instr)) nest__hook_cancelled(rt, s);
     deliver(rt, s);
@@ -133,8 +136,10 @@ static void enter(struct nest_task *t, nest_scope *s, nest_time deadline, unsign
         /* rt->now is the last clock reading (nest_now() refreshes it, so a
          * relative deadline computed just now is judged exactly); a deadline
          * that passed unobserved is caught at the next poll. */
-        if (deadline <= rt->now)
+        if (deadline <= rt->now) {
             s->flags |= NEST__SCOPE_CANCELLED | NEST__SCOPE_EXPIRED;
+            rt->ncancelled++;
+        }
         else
             nest__deadline_add(rt, s);
     }
@@ -190,6 +195,7 @@ int nest__scope_leave(nest_scope *s, const char *what, const char *file, int lin
     nest__scope_unlink(s);
     t->cur = s->parent;
     s->flags &= ~NEST__SCOPE_ENTERED;
+    if (s->flags & NEST__SCOPE_CANCELLED) rt->ncancelled--;
     return absorbs;
 }
 
