@@ -20,73 +20,13 @@
  * freed every byte.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/chan.h"
 
-/* ---- a counting allocator that can fail ------------------------------- */
-
-static struct {
-    long live_bytes;
-    long calls;
-    long fail_from;
-} mem;
-
-static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    (void)ud;
-    if (nsize == 0) {
-        if (ptr) mem.live_bytes -= (long)osize;
-        free(ptr);
-        return NULL;
-    }
-    mem.calls++;
-    if (mem.fail_from && mem.calls >= mem.fail_from) return NULL;
-    void *p = realloc(ptr, nsize);
-    CHECK(p != NULL);
-    mem.live_bytes += (long)nsize - (long)(ptr ? osize : 0);
-    return p;
-}
-
 /* ---- helpers ---------------------------------------------------------- */
-
-static char events[8192];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-static long long ms(void) { return (long long)(nest_now() / NEST_MSEC(1)); }
-
-static int run_mock(nest_fn fn) {
-    memset(&mem, 0, sizeof mem);
-    events[0] = 0;
-    nest_set_allocator(counting_alloc, NULL);
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    int rc = nest_run_opts(fn, NULL, &o);
-    nest_set_allocator(NULL, NULL);
-    CHECK_EQ(mem.live_bytes, 0);
-    return rc;
-}
-
-static nest_fn children[9];
-
-static int spawn_children(void *arg) {
-    (void)arg;
-    nest_nursery n;
-    nest_nursery_open(&n);
-    for (intptr_t i = 0; children[i]; i++) CHECK_EQ(nest_spawn(&n, children[i], (void *)i), 0);
-    return nest_nursery_close(&n, 0);
-}
 
 static nest_bcast_tx tx;
 static nest_bcast_rx subs[4];
@@ -148,7 +88,7 @@ static int every_sub_body(void *arg) {
 }
 
 NEST_TEST(every_subscriber_sees_every_item) {
-    CHECK_EQ(run_mock(every_sub_body), 0);
+    CHECK_EQ(run_counted(every_sub_body), 0);
     CHECK_STREQ(events, "S0:0123456789 S1:0123456789 S2:0123456789");
 }
 
@@ -186,7 +126,7 @@ static int late_body(void *arg) {
 /* A subscriber sees only what is sent after it subscribed; a clone sees
  * what its source has still to see. */
 NEST_TEST(late_subscriber_sees_only_later_items_clone_starts_at_source) {
-    CHECK_EQ(run_mock(late_body), 0);
+    CHECK_EQ(run_counted(late_body), 0);
 }
 
 /* ---- BLOCK ----------------------------------------------------------- */
@@ -238,7 +178,7 @@ static int block_body(void *arg) {
 /* Capacity 2: the sender runs two items ahead of the slow reader, never
  * more; the fast reader gets each item as soon as it is sent. */
 NEST_TEST(block_policy_sender_waits_for_slowest) {
-    CHECK_EQ(run_mock(block_body), 0);
+    CHECK_EQ(run_counted(block_body), 0);
     /* (A receive that makes room completes the blocked send and wakes the
      * fast reader before its own task resumes.) */
     CHECK_STREQ(events, "f0@0 sent0@0 f1@0 sent1@0 "
@@ -286,7 +226,7 @@ static int fifo_release_body(void *arg) {
 /* Unsubscribing the slowest subscriber releases the blocked senders, in
  * the order they blocked. */
 NEST_TEST(block_policy_unsubscribe_releases_senders_fifo) {
-    CHECK_EQ(run_mock(fifo_release_body), 0);
+    CHECK_EQ(run_counted(fifo_release_body), 0);
     CHECK_STREQ(events, "unsubscribed P0 OK@1000 P1 OK@1000 P2 OK@1000");
 }
 
@@ -318,7 +258,7 @@ static int fifo_order_body(void *arg) {
 /* Each receive makes room for one blocked send, first come first served;
  * the items arrive in that order. */
 NEST_TEST(block_policy_blocked_sends_complete_in_fifo_order) {
-    CHECK_EQ(run_mock(fifo_order_body), 0);
+    CHECK_EQ(run_counted(fifo_order_body), 0);
     CHECK_STREQ(events, "P0 OK@1000 r-1 P1 OK@2000 r0 r1");
 }
 
@@ -371,7 +311,7 @@ static int drop_body(void *arg) {
 }
 
 NEST_TEST(drop_oldest_reports_lag_once_with_count_then_continues) {
-    CHECK_EQ(run_mock(drop_body), 0);
+    CHECK_EQ(run_counted(drop_body), 0);
 }
 
 /* ---- hand-off and close ---------------------------------------------- */
@@ -418,7 +358,7 @@ static int handoff_close_body(void *arg) {
 /* Blocked subscribers get the item directly; closing wakes them with
  * NEST_EEND. */
 NEST_TEST(blocked_subscribers_get_items_directly_and_end_on_close) {
-    CHECK_EQ(run_mock(handoff_close_body), 0);
+    CHECK_EQ(run_counted(handoff_close_body), 0);
     CHECK_STREQ(events, "R0 OK 5@1000 R1 OK 5@1000 R2 OK 5@1000 sent closed "
                         "R0 NEST_EEND@2000 R1 NEST_EEND@2000 R2 NEST_EEND@2000");
 }
@@ -453,7 +393,7 @@ static int drain_then_end_body(void *arg) {
 }
 
 NEST_TEST(close_drain_then_end_closed_handles) {
-    CHECK_EQ(run_mock(drain_then_end_body), 0);
+    CHECK_EQ(run_counted(drain_then_end_body), 0);
 }
 
 static int stuck_sender(void *arg) {
@@ -502,7 +442,7 @@ static int close_wakes_body(void *arg) {
 /* Unsubscribing wakes the subscriber's blocked receive with NEST_ECLOSED;
  * closing the sender wakes its blocked send with NEST_ECLOSED. */
 NEST_TEST(unsubscribe_and_close_wake_their_blocked_users) {
-    CHECK_EQ(run_mock(close_wakes_body), 0);
+    CHECK_EQ(run_counted(close_wakes_body), 0);
     CHECK_STREQ(events, "closed recv NEST_ECLOSED@1000 send NEST_ECLOSED@1000");
 }
 
@@ -549,7 +489,7 @@ static int cancel_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(cancelled_send_and_receive_leave_no_trace) { CHECK_EQ(run_mock(cancel_body), 0); }
+NEST_TEST(cancelled_send_and_receive_leave_no_trace) { CHECK_EQ(run_counted(cancel_body), 0); }
 
 static int yielding_ops(void *arg) {
     (void)arg;
@@ -584,7 +524,7 @@ static int yield_body(void *arg) {
 }
 
 NEST_TEST(send_and_receive_yield_when_they_need_not_wait) {
-    CHECK_EQ(run_mock(yield_body), 0);
+    CHECK_EQ(run_counted(yield_body), 0);
     CHECK_STREQ(events, "A0 B0 A1 B1 A2 B2");
 }
 
@@ -608,7 +548,7 @@ static int no_sub_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(no_subscriber_is_not_an_error_try_variants) { CHECK_EQ(run_mock(no_sub_body), 0); }
+NEST_TEST(no_subscriber_is_not_an_error_try_variants) { CHECK_EQ(run_counted(no_sub_body), 0); }
 
 static int oom_body(void *arg) {
     (void)arg;
@@ -623,7 +563,7 @@ static int oom_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(open_fails_cleanly) { CHECK_EQ(run_mock(oom_body), 0); }
+NEST_TEST(open_fails_cleanly) { CHECK_EQ(run_counted(oom_body), 0); }
 
 NEST_TEST_ABORTS(copied_subscription_aborts, "is a copy of one") {
     nest_bcast_tx t;
@@ -727,7 +667,7 @@ NEST_TEST(stress_subscribers_with_cancellations) {
         for (int p = 0; p < 2; p++) {
             rng = seed * 0x9e3779b97f4a7c15ull + (uint64_t)p;
             sx_policy = p ? NEST_BCAST_DROP_OLDEST : NEST_BCAST_BLOCK;
-            int r = run_mock(sx_body);
+            int r = run_counted(sx_body);
             if (r != 0) fprintf(stderr, "seed %llu policy %d\n", (unsigned long long)seed, p);
             CHECK_EQ(r, 0);
         }

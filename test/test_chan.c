@@ -22,84 +22,13 @@
  * and checks that every byte is freed when nest_run returns.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/chan.h"
 
-/* ---- a counting allocator that can fail ------------------------------- */
-
-static struct {
-    long live_bytes;
-    long live_blocks;
-    long calls;
-    long fail_from; /* fail every allocation call numbered >= this; 0: never */
-} mem;
-
-static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    (void)ud;
-    if (nsize == 0) {
-        if (ptr) {
-            mem.live_bytes -= (long)osize;
-            mem.live_blocks--;
-        }
-        free(ptr);
-        return NULL;
-    }
-    mem.calls++;
-    if (mem.fail_from && mem.calls >= mem.fail_from) return NULL;
-    void *p = realloc(ptr, nsize);
-    CHECK(p != NULL);
-    if (!ptr) mem.live_blocks++;
-    mem.live_bytes += (long)nsize - (long)(ptr ? osize : 0);
-    return p;
-}
-
-/* Fails every allocation from the next one on (0 stops failing). */
-static void fail_allocations(int on) { mem.fail_from = on ? mem.calls + 1 : 0; }
-
 /* ---- helpers ---------------------------------------------------------- */
-
-static char events[8192];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-static long long ms(void) { return (long long)(nest_now() / NEST_MSEC(1)); }
-
-/* Runs fn as the root task on the mock clock under the counting allocator
- * and checks that everything was freed. */
-static int run_mock(nest_fn fn) {
-    memset(&mem, 0, sizeof mem);
-    nest_set_allocator(counting_alloc, NULL);
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    int rc = nest_run_opts(fn, NULL, &o);
-    nest_set_allocator(NULL, NULL);
-    CHECK_EQ(mem.live_bytes, 0);
-    CHECK_EQ(mem.live_blocks, 0);
-    return rc;
-}
-
-/* Children spawned in order by spawn_children(), each with its index. */
-static nest_fn children[9];
-
-static int spawn_children(void *arg) {
-    (void)arg;
-    nest_nursery n;
-    nest_nursery_open(&n);
-    for (intptr_t i = 0; children[i]; i++) CHECK_EQ(nest_spawn(&n, children[i], (void *)i), 0);
-    return nest_nursery_close(&n, 0);
-}
 
 /* The channel most cases use, opened by the case's root task. */
 static nest_chan_tx tx;
@@ -123,7 +52,7 @@ static int with_channel(void *arg) {
 
 static int run_children_with_channel(size_t capacity) {
     open_cap = capacity;
-    return run_mock(with_channel);
+    return run_counted(with_channel);
 }
 
 static void send_int(nest_chan_tx *t, int v, int expect) { CHECK_EQ(nest_chan_send(t, &v), expect); }
@@ -254,7 +183,7 @@ static int unbounded_body(void *arg) {
 }
 
 NEST_TEST(unbounded_grows_keeps_order_and_gives_memory_back) {
-    CHECK_EQ(run_mock(unbounded_body), 0);
+    CHECK_EQ(run_counted(unbounded_body), 0);
 }
 
 /* ---- FIFO ----------------------------------------------------------- */
@@ -411,7 +340,7 @@ static int end_after_drain_body(void *arg) {
 }
 
 /* Closing the send side keeps what is buffered; the end comes after. */
-NEST_TEST(end_of_channel_after_drain) { CHECK_EQ(run_mock(end_after_drain_body), 0); }
+NEST_TEST(end_of_channel_after_drain) { CHECK_EQ(run_counted(end_after_drain_body), 0); }
 
 static int recv_until_end(void *arg) {
     int i = (int)(intptr_t)arg;
@@ -519,7 +448,7 @@ static int closed_handles_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(closed_handle_fails_with_eclosed) { CHECK_EQ(run_mock(closed_handles_body), 0); }
+NEST_TEST(closed_handle_fails_with_eclosed) { CHECK_EQ(run_counted(closed_handles_body), 0); }
 
 static nest_chan_rx rx_clone;
 
@@ -580,7 +509,7 @@ static int close_wakes_same_handle_body(void *arg) {
 
 NEST_TEST(closing_a_handle_wakes_its_own_blocked_users_with_eclosed) {
     events[0] = 0;
-    CHECK_EQ(run_mock(close_wakes_same_handle_body), 0);
+    CHECK_EQ(run_counted(close_wakes_same_handle_body), 0);
     CHECK_STREQ(events, "closed R NEST_ECLOSED@1000 S NEST_ECLOSED@1000");
 }
 
@@ -627,7 +556,7 @@ static int clone_accounting_body(void *arg) {
 /* The receive side ends only when the last of three send clones closes. */
 NEST_TEST(channel_ends_when_last_sender_clone_closes) {
     events[0] = 0;
-    CHECK_EQ(run_mock(clone_accounting_body), 0);
+    CHECK_EQ(run_counted(clone_accounting_body), 0);
     CHECK_STREQ(events, "got 0@1000 P0 closed got 1@2000 P1 closed got 2@3000 P2 closed end@3000");
 }
 
@@ -657,7 +586,7 @@ static int freed_with_last_handle_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(channel_is_freed_with_its_last_handle) { CHECK_EQ(run_mock(freed_with_last_handle_body), 0); }
+NEST_TEST(channel_is_freed_with_its_last_handle) { CHECK_EQ(run_counted(freed_with_last_handle_body), 0); }
 
 /* ---- cancellation --------------------------------------------------- */
 
@@ -900,7 +829,7 @@ static int try_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(try_variants_return_eagain_instead_of_blocking) { CHECK_EQ(run_mock(try_body), 0); }
+NEST_TEST(try_variants_return_eagain_instead_of_blocking) { CHECK_EQ(run_counted(try_body), 0); }
 
 static int try_recv_from_blocked_sender(void *arg) {
     (void)arg;
@@ -959,7 +888,7 @@ static int peak_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(stats_count_peak_and_items) { CHECK_EQ(run_mock(peak_body), 0); }
+NEST_TEST(stats_count_peak_and_items) { CHECK_EQ(run_counted(peak_body), 0); }
 
 /* ---- memory ---------------------------------------------------------- */
 
@@ -979,7 +908,7 @@ static int oom_open_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(open_fails_with_enomem_and_leaks_nothing) { CHECK_EQ(run_mock(oom_open_body), 0); }
+NEST_TEST(open_fails_with_enomem_and_leaks_nothing) { CHECK_EQ(run_counted(oom_open_body), 0); }
 
 static int oom_growth_body(void *arg) {
     (void)arg;
@@ -1006,7 +935,7 @@ static int oom_growth_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(unbounded_growth_fails_with_enomem_without_effect) { CHECK_EQ(run_mock(oom_growth_body), 0); }
+NEST_TEST(unbounded_growth_fails_with_enomem_without_effect) { CHECK_EQ(run_counted(oom_growth_body), 0); }
 
 static int zero_size_body(void *arg) {
     (void)arg;
@@ -1022,7 +951,7 @@ static int zero_size_body(void *arg) {
 }
 
 /* Zero-sized items are signals: only their number counts. */
-NEST_TEST(zero_sized_items) { CHECK_EQ(run_mock(zero_size_body), 0); }
+NEST_TEST(zero_sized_items) { CHECK_EQ(run_counted(zero_size_body), 0); }
 
 static int big_items_body(void *arg) {
     (void)arg;
@@ -1043,7 +972,7 @@ static int big_items_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(items_are_copied_whole) { CHECK_EQ(run_mock(big_items_body), 0); }
+NEST_TEST(items_are_copied_whole) { CHECK_EQ(run_counted(big_items_body), 0); }
 
 /* ---- misuse ----------------------------------------------------------- */
 
@@ -1056,7 +985,7 @@ static int copied_handle_body(void *arg) {
     return 0;
 }
 
-NEST_TEST_ABORTS(copied_handle_aborts, "is a copy of one") { run_mock(copied_handle_body); }
+NEST_TEST_ABORTS(copied_handle_aborts, "is a copy of one") { run_counted(copied_handle_body); }
 
 NEST_TEST_ABORTS(never_opened_handle_aborts, "was never opened") {
     nest_chan_tx t;
@@ -1179,7 +1108,7 @@ NEST_TEST(stress_random_traffic_with_cancellations) {
             st_capacity = caps[k];
             memset(st_sent, 0, sizeof st_sent);
             memset(st_recvd, 0, sizeof st_recvd);
-            int rc = run_mock(stress_body);
+            int rc = run_counted(stress_body);
             if (rc != 0) fprintf(stderr, "seed %llu capacity %zu\n", (unsigned long long)seed, caps[k]);
             CHECK_EQ(rc, 0);
             long sent = 0;

@@ -21,75 +21,13 @@
  * freed every byte.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/chan.h"
 
-/* ---- a counting allocator that can fail ------------------------------- */
-
-static struct {
-    long live_bytes;
-    long calls;
-    long fail_from;
-} mem;
-
-static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    (void)ud;
-    if (nsize == 0) {
-        if (ptr) mem.live_bytes -= (long)osize;
-        free(ptr);
-        return NULL;
-    }
-    mem.calls++;
-    if (mem.fail_from && mem.calls >= mem.fail_from) return NULL;
-    void *p = realloc(ptr, nsize);
-    CHECK(p != NULL);
-    mem.live_bytes += (long)nsize - (long)(ptr ? osize : 0);
-    return p;
-}
-
-static void fail_allocations(int on) { mem.fail_from = on ? mem.calls + 1 : 0; }
-
 /* ---- helpers ---------------------------------------------------------- */
-
-static char events[8192];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-static long long ms(void) { return (long long)(nest_now() / NEST_MSEC(1)); }
-
-static int run_mock(nest_fn fn) {
-    memset(&mem, 0, sizeof mem);
-    events[0] = 0;
-    nest_set_allocator(counting_alloc, NULL);
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    int rc = nest_run_opts(fn, NULL, &o);
-    nest_set_allocator(NULL, NULL);
-    CHECK_EQ(mem.live_bytes, 0);
-    return rc;
-}
-
-static nest_fn children[9];
-
-static int spawn_children(void *arg) {
-    (void)arg;
-    nest_nursery n;
-    nest_nursery_open(&n);
-    for (intptr_t i = 0; children[i]; i++) CHECK_EQ(nest_spawn(&n, children[i], (void *)i), 0);
-    return nest_nursery_close(&n, 0);
-}
 
 /* Channels a, b, c (int items), opened by the case with their capacities. */
 static nest_chan_tx ta, tb, tc;
@@ -130,7 +68,7 @@ static int run3(size_t ca, size_t cb, size_t cc) {
     cap_a = ca;
     cap_b = cb;
     cap_c = cc;
-    return run_mock(with_three);
+    return run_counted(with_three);
 }
 
 static void put(nest_chan_tx *t, int v) { CHECK_EQ(nest_chan_try_send(t, &v), 0); }
@@ -175,7 +113,7 @@ static int all_ready_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(all_ready_first_clause_wins_others_untouched) { CHECK_EQ(run_mock(all_ready_body), 0); }
+NEST_TEST(all_ready_first_clause_wins_others_untouched) { CHECK_EQ(run_counted(all_ready_body), 0); }
 
 /* ---- nothing ready ---------------------------------------------------- */
 
@@ -214,7 +152,7 @@ static int none_ready_body(void *arg) {
 
 /* None ready until the deadline: -ECANCELED, absorbed, no effect. */
 NEST_TEST(none_ready_until_deadline_has_no_effect) {
-    CHECK_EQ(run_mock(none_ready_body), 0);
+    CHECK_EQ(run_counted(none_ready_body), 0);
     CHECK_STREQ(events, "choose ECANCELED@1000");
 }
 
@@ -395,7 +333,7 @@ static int error_clauses_body(void *arg) {
 
 /* Like Go's select on a closed channel: a clause that would fail at once is
  * ready, and its error is its result. */
-NEST_TEST(clauses_that_fail_are_ready) { CHECK_EQ(run_mock(error_clauses_body), 0); }
+NEST_TEST(clauses_that_fail_are_ready) { CHECK_EQ(run_counted(error_clauses_body), 0); }
 
 static nest_chan_rx rb_clone;
 
@@ -439,7 +377,7 @@ static int close_while_blocked_body(void *arg) {
 
 /* Closing wakes a blocked choose with the clause's error. */
 NEST_TEST(close_wakes_blocked_choose_with_clause_error) {
-    CHECK_EQ(run_mock(close_while_blocked_body), 0);
+    CHECK_EQ(run_counted(close_while_blocked_body), 0);
     CHECK_STREQ(events, "chose 1 NEST_ECLOSED@1000 chose 1 NEST_ECLOSED@1000");
 }
 
@@ -474,7 +412,7 @@ static int close_while_blocked_body2(void *arg) {
 }
 
 NEST_TEST(end_wakes_blocked_choose_disabled_clause_ignored) {
-    CHECK_EQ(run_mock(close_while_blocked_body2), 0);
+    CHECK_EQ(run_counted(close_while_blocked_body2), 0);
     CHECK_STREQ(events, "chose 1 NEST_ECLOSED@1000 chose 2 NEST_EEND@2000");
 }
 
@@ -498,7 +436,7 @@ static int no_enabled_clause(void *arg) {
 
 /* With nothing to wait for, choose waits until cancelled (Go's select{}). */
 NEST_TEST(no_enabled_clause_waits_until_cancelled) {
-    CHECK_EQ(run_mock(no_enabled_clause), 0);
+    CHECK_EQ(run_counted(no_enabled_clause), 0);
     CHECK_STREQ(events, "ECANCELED@3000 ECANCELED@4000");
 }
 
@@ -572,7 +510,7 @@ static int many_body(void *arg) {
 }
 
 NEST_TEST(more_than_eight_clauses) {
-    CHECK_EQ(run_mock(many_body), 0);
+    CHECK_EQ(run_counted(many_body), 0);
     CHECK_STREQ(events, "chose 11 got 1234@1000");
 }
 
@@ -590,7 +528,7 @@ static int einval_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(unknown_op_is_einval_without_effect) { CHECK_EQ(run_mock(einval_body), 0); }
+NEST_TEST(unknown_op_is_einval_without_effect) { CHECK_EQ(run_counted(einval_body), 0); }
 
 /* ---- checkpoints -------------------------------------------------------- */
 
@@ -615,7 +553,7 @@ static int cancelled_choose_body(void *arg) {
     return 0;
 }
 
-NEST_TEST(cancelled_choose_does_nothing_even_when_ready) { CHECK_EQ(run_mock(cancelled_choose_body), 0); }
+NEST_TEST(cancelled_choose_does_nothing_even_when_ready) { CHECK_EQ(run_counted(cancelled_choose_body), 0); }
 
 static int choose_ready_loop(void *arg) {
     (void)arg;
@@ -776,7 +714,7 @@ NEST_TEST(stress_choosers_against_plain_tasks) {
             sx_cap = caps[k];
             memset(sx_sent, 0, sizeof sx_sent);
             memset(sx_recvd, 0, sizeof sx_recvd);
-            int r = run_mock(sx_body);
+            int r = run_counted(sx_body);
             if (r != 0) fprintf(stderr, "seed %llu cap %zu\n", (unsigned long long)seed, caps[k]);
             CHECK_EQ(r, 0);
             for (int w = 0; w < 4; w++)

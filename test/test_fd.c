@@ -13,53 +13,18 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
-#include <stdarg.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static char events[8192];
-
-/* Appends one event (printf-style) to `events`, space-separated. */
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-/* The mock clock in whole milliseconds (every time in these cases is). */
-static long long ms(void) {
-    nest_time t = nest_now();
-    CHECK_EQ(t % NEST_MSEC(1), 0);
-    return (long long)(t / NEST_MSEC(1));
-}
-
-/* Runs the given tasks (NULL-terminated, at most 8) as children of the root
- * task, spawned in order, on the mock clock with autojump 0. */
-static nest_fn children[9];
-
-static int spawn_children(void *arg) {
-    (void)arg;
-    nest_nursery n;
-    nest_nursery_open(&n);
-    for (int i = 0; children[i]; i++) CHECK_EQ(nest_spawn(&n, children[i], NULL), 0);
-    return nest_nursery_close(&n, 0);
-}
-
-static void run_children(void) {
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    CHECK_EQ(nest_run_opts(spawn_children, NULL, &o), 0);
-}
+/* Runs the tasks of `children` (which ignore their arg) as children of the
+ * root task, spawned in order, on the mock clock with autojump 0. */
+static void run_children(void) { CHECK_EQ(run_mock(spawn_children, NULL), 0); }
 
 static int fds[2]; /* the pipe or socket pair of the current case */
 

@@ -21,37 +21,20 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/inspect.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static char events[8192];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
 static int run_mock_opts(nest_fn fn, void *arg, nest_run_options *o) {
     o->clock = NEST_CLOCK_MOCK;
     o->autojump_threshold = 0;
     return nest_run_opts(fn, arg, o);
-}
-
-static int run_mock(nest_fn fn, void *arg) {
-    nest_run_options o;
-    nest_run_options_init(&o);
-    return run_mock_opts(fn, arg, &o);
 }
 
 /* An in-memory FILE whose contents can be read back. */

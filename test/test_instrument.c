@@ -14,27 +14,16 @@
  * Unless a case says otherwise it runs on the mock clock with autojump 0.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/inspect.h"
 #include "nest/instrument.h"
 #include "nest/testing.h"
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static char events[16384];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
 
 static int run_mock_with(nest_fn fn, void *arg, nest_instrument *ins) {
     nest_run_options o;

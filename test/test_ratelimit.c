@@ -17,53 +17,18 @@
  * to the millisecond.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/sync.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static char events[8192];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-/* The mock clock in whole milliseconds. */
-static long long ms(void) {
-    nest_time t = nest_now();
-    CHECK_EQ(t % NEST_MSEC(1), 0);
-    return (long long)(t / NEST_MSEC(1));
-}
-
-static int run_mock(nest_fn fn) {
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    return nest_run_opts(fn, NULL, &o);
-}
-
 static nest_ratelimit rl;
 
 static const char *const names[] = {"A", "B", "C", "D", "E", "F"};
 static nest_task *handles[6];
-
-static nest_task *spawn_named(nest_nursery *n, nest_fn fn, void *arg, const char *name) {
-    nest_task *h = NULL;
-    nest_spawn_options o = {0};
-    o.name = name;
-    o.handle = &h;
-    CHECK_EQ(nest_spawn_opts(n, fn, arg, &o), 0);
-    return h;
-}
 
 /* Takes n tokens and records "<name><n>@<ms>" or "<name> <rc>@<ms>". */
 static int take_note(const char *who, size_t n) {
@@ -106,7 +71,7 @@ static int run_requests(const req *r, int count, void (*body)(void)) {
     reqs = r;
     nreqs = count;
     root_body = body;
-    return run_mock(root_requests);
+    return run_mock(root_requests, NULL);
 }
 
 static int note_ran(void *arg) {
@@ -125,7 +90,7 @@ static int burst_then_wait(void *arg) {
 /* Full at the start: three tokens at once, then one per 100 ms. */
 NEST_TEST(ratelimit_starts_full_then_one_token_per_interval) {
     nest_ratelimit_init(&rl, NEST_MSEC(100), 3);
-    CHECK_EQ(run_mock(burst_then_wait), 0);
+    CHECK_EQ(run_mock(burst_then_wait, NULL), 0);
     CHECK_STREQ(events, "t@0 t@0 t@0 t@100 t@200");
 }
 
@@ -149,7 +114,7 @@ static int yield_root(void *arg) {
 /* A token that is there is taken at once, but acquire still yields once. */
 NEST_TEST(ratelimit_acquire_of_an_available_token_is_a_checkpoint) {
     nest_ratelimit_init(&rl, NEST_SEC(1), 1);
-    CHECK_EQ(run_mock(yield_root), 0);
+    CHECK_EQ(run_mock(yield_root, NULL), 0);
     CHECK_STREQ(events, "A acquires B ran A back @0");
 }
 
@@ -167,7 +132,7 @@ static int refill(void *arg) {
 /* Tokens accrue continuously and exactly; an idle bucket stops at burst. */
 NEST_TEST(ratelimit_refills_exactly_and_only_up_to_the_burst) {
     nest_ratelimit_init(&rl, NEST_MSEC(100), 3);
-    CHECK_EQ(run_mock(refill), 0);
+    CHECK_EQ(run_mock(refill, NULL), 0);
     CHECK_STREQ(events, "a@0 a@0 a@0 b@150 c@200 d@10200 d@10200 d@10200 d@10300");
 }
 
@@ -182,7 +147,7 @@ static int take_many(void *arg) {
 
 NEST_TEST(ratelimit_acquire_n_waits_for_n_tokens) {
     nest_ratelimit_init(&rl, NEST_MSEC(10), 5);
-    CHECK_EQ(run_mock(take_many), 0);
+    CHECK_EQ(run_mock(take_many, NULL), 0);
     CHECK_STREQ(events, "five@0 three@30 one@40 five@90");
 }
 
@@ -246,7 +211,7 @@ static int try_root(void *arg) {
 /* try_acquire never yields: B runs only once A sleeps. */
 NEST_TEST(ratelimit_try_acquire_takes_available_tokens_without_yielding) {
     nest_ratelimit_init(&rl, NEST_MSEC(100), 3);
-    CHECK_EQ(run_mock(try_root), 0);
+    CHECK_EQ(run_mock(try_root, NULL), 0);
     CHECK_STREQ(events, "0 0 -11 -22 -22 B ran 0 @100");
 }
 
@@ -277,7 +242,7 @@ static int cancelled_root(void *arg) {
 
 NEST_TEST(ratelimit_acquire_in_cancelled_scope_fails_and_takes_nothing) {
     nest_ratelimit_init(&rl, NEST_MSEC(100), 2);
-    CHECK_EQ(run_mock(cancelled_root), 0);
+    CHECK_EQ(run_mock(cancelled_root, NULL), 0);
     CHECK_STREQ(events, "A -125 -125 avail=2 B ran");
 }
 
@@ -331,7 +296,7 @@ static int deadline_user(void *arg) {
 
 NEST_TEST(ratelimit_works_with_deadlines) {
     nest_ratelimit_init(&rl, NEST_MSEC(100), 1);
-    CHECK_EQ(run_mock(deadline_user), 0);
+    CHECK_EQ(run_mock(deadline_user, NULL), 0);
     CHECK_STREQ(events, "a@0 timeout ETIMEDOUT@50 b@100");
 }
 
@@ -356,7 +321,7 @@ static int promote_root(void *arg) {
 
 NEST_TEST(ratelimit_promotion_survives_a_cancel_before_the_promoted_task_runs) {
     nest_ratelimit_init(&rl, NEST_MSEC(100), 1);
-    CHECK_EQ(run_mock(promote_root), 0);
+    CHECK_EQ(run_mock(promote_root, NULL), 0);
     CHECK_STREQ(events, "A@0 B@100 C -125@100 D@200");
 }
 
@@ -393,7 +358,7 @@ static int stats_user(void *arg) {
 
 NEST_TEST(ratelimit_statistics_and_invalid_counts) {
     nest_ratelimit_init(&rl, NEST_MSEC(25), 4);
-    CHECK_EQ(run_mock(stats_user), 0);
+    CHECK_EQ(run_mock(stats_user, NULL), 0);
 }
 
 NEST_TEST_ABORTS(ratelimit_init_with_zero_interval_aborts,

@@ -12,33 +12,13 @@
 #define _GNU_SOURCE
 #include <ev.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static char events[8192];
-
-/* Appends one event (printf-style) to `events`, space-separated. */
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-static int run_mock(nest_fn fn, void *arg) {
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    return nest_run_opts(fn, arg, &o);
-}
 
 /* An allocator hook that counts live blocks and bytes and checks that osize
  * is always the size the block was allocated with.  Each block carries its
@@ -52,7 +32,7 @@ struct counts {
 
 static struct counts counts;
 
-static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+static void *size_checking_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     struct counts *c = ud;
     char *hdr = ptr ? (char *)ptr - 16 : NULL;
     if (ptr && *(size_t *)hdr != osize) c->bad_osize++;
@@ -384,9 +364,9 @@ static int small_program(void *arg) {
 /* A hundred runs in a row: each frees everything it allocated (through the
  * hook, with the right sizes), so nothing accumulates. */
 NEST_TEST(back_to_back_runs_free_everything) {
-    nest_set_allocator(counting_alloc, &counts);
+    nest_set_allocator(size_checking_alloc, &counts);
     void *ud = NULL;
-    CHECK(nest_get_allocator(&ud) == counting_alloc);
+    CHECK(nest_get_allocator(&ud) == size_checking_alloc);
     CHECK(ud == &counts);
     for (int i = 0; i < 100; i++) {
         CHECK_EQ(run_mock(small_program, NULL), 0);
@@ -396,7 +376,7 @@ NEST_TEST(back_to_back_runs_free_everything) {
     CHECK(counts.allocations >= 100); /* the hook is really used */
     CHECK_EQ(counts.bad_osize, 0);
     nest_set_allocator(NULL, NULL);
-    CHECK(nest_get_allocator(NULL) != counting_alloc);
+    CHECK(nest_get_allocator(NULL) != size_checking_alloc);
     CHECK_EQ(run_mock(small_program, NULL), 0); /* the default allocator again */
 }
 

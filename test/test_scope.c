@@ -15,42 +15,12 @@
  * sequence is compared at the end of each case.
  */
 #define _GNU_SOURCE
-#include <signal.h>
-#include <stdarg.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static char events[8192];
-
-/* Appends one event (printf-style) to `events`, space-separated. */
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-/* The mock clock in whole milliseconds (every time in these cases is). */
-static long long ms(void) {
-    nest_time t = nest_now();
-    CHECK_EQ(t % NEST_MSEC(1), 0);
-    return (long long)(t / NEST_MSEC(1));
-}
-
-static int run_mock(nest_fn fn, void *arg) {
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    return nest_run_opts(fn, arg, &o);
-}
 
 /* Runs task_a, task_b and (if set) task_c as children of the root task,
  * spawned in that order, on the mock clock. */
@@ -945,44 +915,6 @@ NEST_TEST(scope_auto_exits_on_early_return) {
 }
 
 /* ---- misuse ------------------------------------------------------------- */
-
-/* Runs task in a forked child under nest_run and checks that the child dies
- * by SIGABRT with every one of texts (NULL-terminated) in its stderr. */
-static void expect_abort(nest_fn task, const char *const *texts) {
-    fflush(stdout);
-    fflush(stderr);
-    int fds[2];
-    CHECK_EQ(pipe(fds), 0);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        signal(SIGABRT, SIG_DFL);
-        nest_run(task, NULL);
-        fprintf(stderr, "the run returned instead of aborting\n");
-        _exit(0);
-    }
-    close(fds[1]);
-    char buf[16384];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof buf - 1 && (r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = 0;
-    close(fds[0]);
-    int status;
-    CHECK_EQ(waitpid(pid, &status, 0), pid);
-    fputs(buf, stderr);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
-    for (; *texts; texts++) {
-        if (!strstr(buf, *texts)) {
-            fprintf(stderr, "the abort message lacks \"%s\"\n", *texts);
-            abort();
-        }
-    }
-}
 
 /* The misuse cases enter their scope through enter_here(), so the entry's
  * file:line is known: this file at enter_here_line. */

@@ -27,25 +27,13 @@
  * 1-20), where the order must still repeat identically for five rounds.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/sync.h"
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static char events[16384];
-
-/* Appends one event (printf-style) to `events`, space-separated. */
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
 
 /* Runs fn as the root task on the mock clock (autojump 0), with scheduling
  * order seed (0: FIFO; otherwise each pass runs in a seeded random order,
@@ -57,20 +45,6 @@ static int run_mock_seed(nest_fn fn, uint64_t seed) {
     o.autojump_threshold = 0;
     o.seed = seed;
     return nest_run_opts(fn, NULL, &o);
-}
-
-static int run_mock(nest_fn fn) {
-    return run_mock_seed(fn, 0);
-}
-
-/* Spawns fn(arg) into n under name; returns its handle. */
-static nest_task *spawn_named(nest_nursery *n, nest_fn fn, void *arg, const char *name) {
-    nest_task *h = NULL;
-    nest_spawn_options o = {0};
-    o.name = name;
-    o.handle = &h;
-    CHECK_EQ(nest_spawn_opts(n, fn, arg, &o), 0);
-    return h;
 }
 
 static const char *const names[] = {"A", "B", "C", "D", "E", "F", "G", "H"};
@@ -302,7 +276,7 @@ static int set_event_then_race(void *arg) {
  * between A's call and its return. */
 NEST_TEST(event_wait_on_set_event_is_a_checkpoint) {
     nest_event_init(&ev);
-    CHECK_EQ(run_mock(set_event_then_race), 0);
+    CHECK_EQ(run_mock(set_event_then_race, NULL), 0);
     CHECK_STREQ(events, "A waits B ran A 0");
 }
 
@@ -332,7 +306,7 @@ static int event_cancelled_root(void *arg) {
 
 NEST_TEST(event_wait_in_cancelled_scope_fails_without_yielding) {
     nest_event_init(&ev);
-    CHECK_EQ(run_mock(event_cancelled_root), 0);
+    CHECK_EQ(run_mock(event_cancelled_root, NULL), 0);
     CHECK_STREQ(events, "A -125 -125 B ran");
 }
 
@@ -391,7 +365,7 @@ static int lock_free_root(void *arg) {
 /* Acquiring a free lock does not block but yields once. */
 NEST_TEST(lock_acquire_free_lock_is_a_checkpoint) {
     nest_lock_init(&lk);
-    CHECK_EQ(run_mock(lock_free_root), 0);
+    CHECK_EQ(run_mock(lock_free_root, NULL), 0);
     CHECK_STREQ(events, "A acquires B ran A 0 owner=A");
     CHECK(!nest_lock_locked(&lk));
 }
@@ -426,7 +400,7 @@ static int lock_cancelled_root(void *arg) {
  * does not yield. */
 NEST_TEST(lock_acquire_free_lock_in_cancelled_scope_fails_and_does_not_take_it) {
     nest_lock_init(&lk);
-    CHECK_EQ(run_mock(lock_cancelled_root), 0);
+    CHECK_EQ(run_mock(lock_cancelled_root, NULL), 0);
     CHECK_STREQ(events, "A -125 locked=0 B ran");
 }
 
@@ -602,7 +576,7 @@ static int lock_stats_root(void *arg) {
 
 NEST_TEST(lock_statistics_report_owner_and_waiters) {
     nest_lock_init(&lk);
-    CHECK_EQ(run_mock(lock_stats_root), 0);
+    CHECK_EQ(run_mock(lock_stats_root, NULL), 0);
     nest_lock_stats st;
     nest_lock_statistics(&lk, &st);
     CHECK(!st.locked && st.owner == NULL && st.waiters == 0);
@@ -640,7 +614,7 @@ static int lock_break_root(void *arg) {
 
 NEST_TEST(lock_breaks_when_its_owner_exits_holding_it) {
     nest_lock_init(&lk);
-    CHECK_EQ(run_mock(lock_break_root), 0);
+    CHECK_EQ(run_mock(lock_break_root, NULL), 0);
     CHECK_STREQ(events,
                 "A exits B NEST_EBROKEN C NEST_EBROKEN later NEST_EBROKEN try NEST_EBROKEN");
 }
@@ -675,7 +649,7 @@ NEST_TEST(lock_breaks_only_if_still_held_at_exit) {
     nest_lock_init(&lk);
     nest_lock_init(&lk2);
     nest_lock_init(&lk3);
-    CHECK_EQ(run_mock(hold_some_root), 0);
+    CHECK_EQ(run_mock(hold_some_root, NULL), 0);
     CHECK(lk.broken && !lk2.broken && lk3.broken);
 }
 
@@ -805,7 +779,7 @@ static int sem_free_root(void *arg) {
 
 NEST_TEST(semaphore_acquire_available_unit_is_a_checkpoint) {
     nest_semaphore_init(&sem, 1, NEST_SEMAPHORE_NO_MAX);
-    CHECK_EQ(run_mock(sem_free_root), 0);
+    CHECK_EQ(run_mock(sem_free_root, NULL), 0);
     CHECK_STREQ(events, "A acquires B ran A 0");
     CHECK_EQ(nest_semaphore_value(&sem), 0);
 }
@@ -832,7 +806,7 @@ static int sem_cancelled_root(void *arg) {
 
 NEST_TEST(semaphore_acquire_in_cancelled_scope_fails_and_takes_nothing) {
     nest_semaphore_init(&sem, 1, 1);
-    CHECK_EQ(run_mock(sem_cancelled_root), 0);
+    CHECK_EQ(run_mock(sem_cancelled_root, NULL), 0);
     CHECK_STREQ(events, "A -125 v=1 B ran");
 }
 
@@ -859,7 +833,7 @@ static int sem_empty_cancelled_root(void *arg) {
 
 NEST_TEST(semaphore_acquire_with_no_unit_in_cancelled_scope_fails_without_queueing) {
     nest_semaphore_init(&sem, 0, 1);
-    CHECK_EQ(run_mock(sem_empty_cancelled_root), 0);
+    CHECK_EQ(run_mock(sem_empty_cancelled_root, NULL), 0);
     CHECK_STREQ(events, "A -125 waiters=0 B ran");
 }
 
@@ -1025,7 +999,7 @@ static int lim_free_root(void *arg) {
 
 NEST_TEST(limiter_acquire_available_token_is_a_checkpoint) {
     nest_limiter_init(&lim, 1);
-    CHECK_EQ(run_mock(lim_free_root), 0);
+    CHECK_EQ(run_mock(lim_free_root, NULL), 0);
     CHECK_STREQ(events, "A acquires B ran A 0");
 }
 
@@ -1053,7 +1027,7 @@ static int lim_cancelled_root(void *arg) {
 
 NEST_TEST(limiter_acquire_in_cancelled_scope_fails_and_takes_nothing) {
     nest_limiter_init(&lim, 1);
-    CHECK_EQ(run_mock(lim_cancelled_root), 0);
+    CHECK_EQ(run_mock(lim_cancelled_root, NULL), 0);
     CHECK_STREQ(events, "A -125 -125 avail=1 B ran");
 }
 
@@ -1182,7 +1156,7 @@ static int lim_shrink_root(void *arg) {
 
 NEST_TEST(limiter_set_total_shrink_takes_effect_as_tokens_return) {
     nest_limiter_init(&lim, 3);
-    CHECK_EQ(run_mock(lim_shrink_root), 0);
+    CHECK_EQ(run_mock(lim_shrink_root, NULL), 0);
     CHECK_STREQ(events, "borrowed=3 avail=0 waiters=1 borrowed=2 avail=0 waiters=1 "
                         "borrowed=1 avail=0 waiters=1 D gets it borrowed=0 waiters=0");
 }
@@ -1219,7 +1193,7 @@ static int lim_behalf_root(void *arg) {
 
 NEST_TEST(limiter_on_behalf_of_releases_from_another_task) {
     nest_limiter_init(&lim, 1);
-    CHECK_EQ(run_mock(lim_behalf_root), 0);
+    CHECK_EQ(run_mock(lim_behalf_root, NULL), 0);
     CHECK_STREQ(events, "A borrowed for x0 B released for x0");
     CHECK(lim.borrowed == 0 && lim.reclaimed == 0 && lim.nrecs == 0);
 }
@@ -1263,7 +1237,7 @@ static int lim_exit_root(void *arg) {
 
 NEST_TEST(limiter_token_of_an_exiting_task_is_reclaimed) {
     nest_limiter_init(&lim, 1);
-    CHECK_EQ(run_mock(lim_exit_root), 0);
+    CHECK_EQ(run_mock(lim_exit_root, NULL), 0);
     CHECK_STREQ(events, "A exits B 0 borrowed=1 reclaimed=3");
     CHECK(lim.borrowed == 0 && lim.nrecs == 0 && lim.buckets == NULL);
 }
@@ -1402,7 +1376,7 @@ static struct {
     long fail_at; /* fail call number fail_at; 0: never */
 } al;
 
-static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+static void *fail_one_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     (void)ud;
     if (nsize == 0) {
         al.live_bytes -= (long)osize;
@@ -1447,9 +1421,9 @@ static int lim_oom(void *arg) {
 }
 
 NEST_TEST(limiter_out_of_memory_fails_cleanly_and_idle_owns_nothing) {
-    nest_set_allocator(counting_alloc, NULL);
+    nest_set_allocator(fail_one_alloc, NULL);
     nest_limiter_init(&lim, 5);
-    CHECK_EQ(run_mock(lim_oom), 0);
+    CHECK_EQ(run_mock(lim_oom, NULL), 0);
     nest_set_allocator(NULL, NULL);
 }
 

@@ -9,27 +9,16 @@
  * the end of the run; allocation failure leaves the value unchanged.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/local.h"
-
-static char events[4096];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
 
 /* An allocator that counts live bytes and can be told to fail. */
 static long live_bytes, allocations;
 static int fail_next;
-static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+static void *fail_once_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     (void)ud;
     if (nsize == 0) {
         live_bytes -= (long)osize;
@@ -78,7 +67,7 @@ static int basics(void *arg) {
 }
 
 NEST_TEST(set_get_unset_and_defaults) {
-    nest_set_allocator(counting_alloc, NULL);
+    nest_set_allocator(fail_once_alloc, NULL);
     CHECK_EQ(nest_run(basics, NULL), 0);
     CHECK_EQ(live_bytes, 0);
     nest_set_allocator(NULL, NULL);
@@ -121,7 +110,7 @@ static int inheritance_root(void *arg) {
 }
 
 NEST_TEST(children_inherit_at_spawn_and_changes_stay_local) {
-    nest_set_allocator(counting_alloc, NULL);
+    nest_set_allocator(fail_once_alloc, NULL);
     CHECK_EQ(nest_run(inheritance_root, NULL), 0);
     CHECK_STREQ(events, "a:none b:req-7 a:none b:req-7 g1:none g2:child's own g1:req-7 "
                         "g2:child's own a:child's own b:child's own root:req-8");
@@ -203,7 +192,7 @@ static int many_keys(void *arg) {
 }
 
 NEST_TEST(many_keys_and_no_allocation_in_steady_state) {
-    nest_set_allocator(counting_alloc, NULL);
+    nest_set_allocator(fail_once_alloc, NULL);
     CHECK_EQ(nest_run(many_keys, NULL), 0);
     CHECK_EQ(live_bytes, 0);
     nest_set_allocator(NULL, NULL);
@@ -238,7 +227,7 @@ static int oom_root(void *arg) {
 }
 
 NEST_TEST(allocation_failure_changes_nothing) {
-    nest_set_allocator(counting_alloc, NULL);
+    nest_set_allocator(fail_once_alloc, NULL);
     CHECK_EQ(nest_run(oom_root, NULL), 0);
     CHECK_EQ(live_bytes, 0);
     nest_set_allocator(NULL, NULL);

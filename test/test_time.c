@@ -11,32 +11,13 @@
  * Unless a case says otherwise it runs on the mock clock with autojump 0.
  */
 #define _GNU_SOURCE
-#include <stdarg.h>
 #include <time.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static char events[8192];
-
-/* Appends one event (printf-style) to `events`, space-separated. */
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-/* The mock clock in whole milliseconds (every time in these cases is). */
-static long long ms(void) {
-    nest_time t = nest_now();
-    CHECK_EQ(t % NEST_MSEC(1), 0);
-    return (long long)(t / NEST_MSEC(1));
-}
 
 static int run_mock_with(nest_fn fn, nest_time autojump, nest_time start) {
     nest_run_options o;
@@ -45,20 +26,6 @@ static int run_mock_with(nest_fn fn, nest_time autojump, nest_time start) {
     o.autojump_threshold = autojump;
     o.mock_start = start;
     return nest_run_opts(fn, NULL, &o);
-}
-
-static int run_mock(nest_fn fn) { return run_mock_with(fn, 0, 0); }
-
-/* Runs the given tasks (NULL-terminated, at most 8) as children of the root
- * task, spawned in order, each with its index as arg. */
-static nest_fn children[9];
-
-static int spawn_children(void *arg) {
-    (void)arg;
-    nest_nursery n;
-    nest_nursery_open(&n);
-    for (intptr_t i = 0; children[i]; i++) CHECK_EQ(nest_spawn(&n, children[i], (void *)i), 0);
-    return nest_nursery_close(&n, 0);
 }
 
 static nest_time real_monotonic(void) {
@@ -81,7 +48,7 @@ static int loop_three(void *arg) {
 NEST_TEST(checkpoint_yields_tasks_interleave) {
     children[0] = loop_three;
     children[1] = loop_three;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "A0 B0 A1 B1 A2 B2");
 }
 
@@ -116,7 +83,7 @@ static int cancelled_checkpoints(void *arg) {
 NEST_TEST(cancelled_checkpoints_fail_without_yielding) {
     children[0] = cancelled_checkpoints;
     children[1] = note_b;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "A -125 -125 -125 -125 -125 -125 -125 -125 @0 A done B ran");
 }
 
@@ -133,7 +100,7 @@ static int sleep_exact(void *arg) {
     return 0;
 }
 
-NEST_TEST(sleep_wakes_exactly_at_now_plus_d) { CHECK_EQ(run_mock(sleep_exact), 0); }
+NEST_TEST(sleep_wakes_exactly_at_now_plus_d) { CHECK_EQ(run_mock(sleep_exact, NULL), 0); }
 
 static const int sleep_ms[] = {3, 1, 2, 5, 4};
 
@@ -146,7 +113,7 @@ static int sleep_table(void *arg) {
 
 NEST_TEST(sleeps_wake_in_deadline_order) {
     for (int i = 0; i < 5; i++) children[i] = sleep_table;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "1@1 2@2 3@3 4@4 5@5");
 }
 
@@ -162,7 +129,7 @@ static int arrive_then_sleep_until_10ms(void *arg) {
 /* Equal deadlines wake in the order the tasks went to sleep. */
 NEST_TEST(equal_deadlines_wake_in_fifo_order) {
     for (int i = 0; i < 5; i++) children[i] = arrive_then_sleep_until_10ms;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "4@10 3@10 2@10 1@10 0@10");
 }
 
@@ -176,7 +143,7 @@ static int same_instant_sleepers(void *arg) {
 /* Many sleepers with one deadline, fallen asleep in spawn order. */
 NEST_TEST(equal_deadlines_many_sleepers_fifo) {
     for (int i = 0; i < 8; i++) children[i] = same_instant_sleepers;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "0 1 2 3 4 5 6 7");
 }
 
@@ -236,7 +203,7 @@ static int cancel_sleeper_at_1s(void *arg) {
 NEST_TEST(sleep_forever_returns_ecanceled_when_cancelled) {
     children[0] = sleeps_forever_in_scope;
     children[1] = cancel_sleeper_at_1s;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "B cancels A -125 @1000");
 }
 
@@ -355,7 +322,7 @@ NEST_TEST(wait_all_tasks_blocked_waits_for_every_other_task) {
     children[0] = quiet_waiter;
     children[1] = three_checkpoints_then_sleep;
     children[2] = three_checkpoints_then_sleep;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "W waits A0 B0 A1 B1 A2 B2 W woke @0 A slept @1000 B slept @2000");
 }
 
@@ -378,7 +345,7 @@ NEST_TEST(wait_all_tasks_blocked_wakes_one_per_quiet_point_in_arrival_order) {
     children[0] = waiter_with_delay;
     children[1] = waiter_with_delay;
     children[2] = waiter_with_delay;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "Y Y' Z Z' X X'");
 }
 
@@ -401,7 +368,7 @@ static int sleep_1s_note(void *arg) {
 NEST_TEST(wait_all_tasks_blocked_wakes_before_autojump) {
     children[0] = waiter_then_sleep;
     children[1] = sleep_1s_note;
-    CHECK_EQ(run_mock(spawn_children), 0);
+    CHECK_EQ(run_mock(spawn_children, NULL), 0);
     CHECK_STREQ(events, "W@0 A@1000 W@2000");
 }
 
