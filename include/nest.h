@@ -18,6 +18,8 @@
 #include "nest/nursery.h"
 #include "nest/fd.h"
 #include "nest/lowlevel.h"
+#include "nest/stream.h"
+#include "nest/net.h"
 #include "nest/sync.h"
 #include "nest/chan.h"
 #include "nest/local.h"

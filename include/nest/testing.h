@@ -7,8 +7,8 @@
  * (nest/runtime.h), nest_wait_all_tasks_blocked() and randomised scheduling
  * (nest_run_options.seed, NEST_SEED) they make concurrent tests exact.
  *
- * The conformance check for stream pairs lives with the streams, in
- * nest/stream_check.h.
+ * The conformance check for stream implementations is nest_stream_check()
+ * in nest/stream_check.h.
  *
  * Everything here must be called from a task.
  */
