@@ -101,7 +101,7 @@ static int run_batch(int number) {
     int count[4] = {0}; /* ok, timed out, cancelled, failed */
     for (int i = 0; i < NREQS; i++) {
         struct request *r = &reqs[i];
-        printf("  %-8s starts at %3d ms, needs %3d ms  ->  %-32s at %4lld ms\n", r->name,
+        printf("  %-8s planned at %3d ms, needs %3d ms  ->  %-32s at %4lld ms\n", r->name,
                r->start_ms, r->latency_ms, outcome(r->rc), (long long)(r->done / NEST_MSEC(1)));
         count[r->rc == 0 ? 0 : r->rc == -ETIMEDOUT ? 1 : r->rc == -ECANCELED ? 2 : 3]++;
     }
