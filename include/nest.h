@@ -20,6 +20,8 @@
 #include "nest/lowlevel.h"
 #include "nest/stream.h"
 #include "nest/net.h"
+#include "nest/thread.h"
+#include "nest/signal.h"
 #include "nest/sync.h"
 #include "nest/chan.h"
 #include "nest/local.h"

@@ -196,6 +196,20 @@ struct nest__rt {
     _Atomic int dump_req;        /* set by the dump signal's handler */
     FILE *dump_out;              /* where a signalled dump goes */
     int dump_signo;              /* the dump signal, 0 if none */
+    /* Other threads (lib/thread.c). */
+    _Atomic int foreign_req;     /* set by a worker thread: call
+                                    nest__foreign_drain at the next pass */
+    size_t nforeign;             /* outstanding thread jobs: each will wake
+                                    the runtime, so no deadlock meanwhile */
+    struct pool *tpool;          /* the worker pool; NULL until first used */
+    int thread_limit;            /* nest_run_options.thread_limit */
+    struct nest_token *token;    /* for other threads; NULL until asked for */
+    /* Ctrl-C (lib/signal.c). */
+    _Atomic int interrupt_req;   /* SIGINT arrived (set by the handler) */
+    int interrupted;             /* the run was cancelled for it */
+    int ctrl_c;                  /* this runtime owns SIGINT */
+    size_t nsystem;              /* live system tasks (token runners): tasks
+                                    in no nursery, below run_scope */
     /* Randomised scheduling (seed != 0). */
     nest_instrument seed_ins;    /* empty, registered to select the hooked
                                     paths, which alone shuffle (task.c) */
@@ -284,6 +298,21 @@ nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable);
  * from any thread while the loop exists, once wakeups are enabled. */
 int nest__loop_wakeup_enable(struct nest__rt *rt);
 void nest__loop_wakeup(struct nest__rt *rt);
+/* on: a wakeup is expected (a thread job is outstanding), so a blocking
+ * poll must wait for it (ev_ref); off: it no longer keeps the loop alive. */
+void nest__loop_wakeup_hold(struct nest__rt *rt, int on);
+
+/* lib/thread.c */
+void nest__foreign_drain(struct nest__rt *rt); /* rt->foreign_req was set */
+void nest__thread_close(struct nest__rt *rt);  /* joins every worker */
+/* At the end of the run: refuses further token calls (NEST_ECLOSED) and
+ * drops the runtime's reference; system tasks still running are then
+ * cancelled and run to completion by nest_run. */
+void nest__token_close(struct nest__rt *rt);
+/* lib/signal.c: the Ctrl-C rule (nest/signal.h). */
+void nest__ctrl_c_install(struct nest__rt *rt);
+void nest__ctrl_c_release(struct nest__rt *rt);
+void nest__ctrl_c_check(struct nest__rt *rt); /* from nest__foreign_drain */
 
 /* Hooks (lib/instrument.c): called only when rt->instr is not NULL. */
 #if defined(__GNUC__) || defined(__clang__)

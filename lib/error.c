@@ -21,6 +21,7 @@ static const struct {
     {NEST_EBROKEN, "NEST_EBROKEN", "Broken: the other side is gone"},
     {NEST_EEND, "NEST_EEND", "End of channel"},
     {NEST_ELAGGED, "NEST_ELAGGED", "Receiver fell behind; items were dropped"},
+    {NEST_EINTERRUPTED, "NEST_EINTERRUPTED", "Interrupted by Ctrl-C (SIGINT)"},
     {-ECANCELED, "ECANCELED", "Operation cancelled"},
     {-ETIMEDOUT, "ETIMEDOUT", "Timed out"},
     {-ENOMEM, "ENOMEM", "Out of memory"},

@@ -16,7 +16,9 @@
  * A runtime that takes a dump signal (lib/inspect.c) enables an ev_async
  * watcher, so that the signal handler can end a blocking poll from any
  * thread (nest__loop_wakeup); it does not keep the loop alive (ev_unref)
- * and wakes no task.
+ * and wakes no task.  Worker threads (lib/thread.c) use the same watcher;
+ * while a job is outstanding it is referenced (nest__loop_wakeup_hold) so
+ * that a blocking poll waits for the job's completion.
  *
  * libev's own allocations (the loop, its internal fd arrays) go through
  * libev's allocator, not nest's hook: libev aborts on allocation failure and
@@ -42,6 +44,7 @@ struct nest__loop {
     struct nest__rt *rt;
     ev_async wake;          /* nest__loop_wakeup(), once enabled */
     int wake_on;
+    int wake_held;          /* referenced: a thread job will send it */
 };
 
 static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
@@ -83,6 +86,16 @@ void nest__loop_wakeup(struct nest__rt *rt) {
     if (lp && lp->wake_on) ev_async_send(lp->ev, &lp->wake);
 }
 
+void nest__loop_wakeup_hold(struct nest__rt *rt, int on) {
+    struct nest__loop *lp = rt->loop;
+    if (!lp->wake_on || lp->wake_held == on) return;
+    lp->wake_held = on;
+    if (on)
+        ev_ref(lp->ev);
+    else
+        ev_unref(lp->ev);
+}
+
 int nest__loop_open(struct nest__rt *rt, void *host_loop) {
     struct nest__loop *lp = nest__alloc(sizeof *lp);
     if (!lp) return -ENOMEM;
@@ -107,7 +120,7 @@ void nest__loop_close(struct nest__rt *rt) {
     struct nest__loop *lp = rt->loop;
     if (!lp) return;
     if (lp->wake_on) {
-        ev_ref(lp->ev);
+        if (!lp->wake_held) ev_ref(lp->ev);
         ev_async_stop(lp->ev, &lp->wake);
     }
     for (int fd = 0; fd < lp->nfds; fd++) {

@@ -19,7 +19,13 @@
  *     printed to the report stream, the whole run is cancelled so every
  *     task unwinds, and nest_run returns NEST_EDEADLOCK.  If the run is
  *     still stuck after that (say, shielded tasks waiting forever), nest
- *     prints the tree again and aborts rather than hang.
+ *     prints the tree again and aborts rather than hang.  An outstanding
+ *     worker-thread job (lib/thread.c, rt->nforeign) will wake a task, so
+ *     while one exists the loop blocks for it instead.
+ *
+ * Ctrl-C (lib/signal.c): unless the run opted out, the first SIGINT
+ * cancels the run scope, like a deadlock, and nest_run returns
+ * NEST_EINTERRUPTED.
  *
  * The loop also keeps the statistics that only it can see (polls, loop
  * lag), runs the I/O-wait instrument hooks, and writes a task tree dump
@@ -103,7 +109,7 @@ static void idle(struct nest__rt *rt) {
     trim_stacks(rt);
     nest_time next = nest__deadline_next(rt);
     if (rt->clock_kind == NEST_CLOCK_MONOTONIC) {
-        if (next == NEST_FOREVER && !rt->nio) return deadlock(rt);
+        if (next == NEST_FOREVER && !rt->nio && !rt->nforeign) return deadlock(rt);
         loop_poll(rt, next == NEST_FOREVER ? -1 : next - rt->now);
         expire(rt);
         if (next != NEST_FOREVER && rt->now >= next) { /* the timer's wake-up: how late? */
@@ -114,7 +120,7 @@ static void idle(struct nest__rt *rt) {
     }
     /* Mock clock. */
     if (rt->autojump == NEST_FOREVER || next == NEST_FOREVER) {
-        if (!rt->nio) return deadlock(rt);
+        if (!rt->nio && !rt->nforeign) return deadlock(rt);
         loop_poll(rt, -1);
         return;
     }
@@ -128,6 +134,7 @@ static void idle(struct nest__rt *rt) {
 
 static void poll(struct nest__rt *rt) {
     if (NEST__UNLIKELY(rt->dump_req)) nest__dump_signalled(rt);
+    if (NEST__UNLIKELY(rt->foreign_req)) nest__foreign_drain(rt);
     if (!rt->runq_head) return idle(rt);
     if (rt->nio) loop_poll(rt, 0);
     expire(rt);
@@ -161,6 +168,7 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
     }
     if (o->clock != NEST_CLOCK_MONOTONIC && o->clock != NEST_CLOCK_MOCK) return -EINVAL;
     if (o->autojump_threshold < 0) return -EINVAL;
+    if (o->thread_limit < 0) return -EINVAL;
     int rc = nest__stack_overflow_handler_install();
     if (rc < 0) return rc;
     nest__stack_set_fault_owner(nest__stack_fault_owner);
@@ -175,6 +183,7 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
     rt->rng = rt->seed;
     rt->report = o->report;
     rt->quiet = o->quiet;
+    rt->thread_limit = o->thread_limit;
     rt->now = o->clock == NEST_CLOCK_MOCK ? o->mock_start : nest__monotonic();
     rt->t0 = rt->now;
     nest__scope_init_system(&rt->run_scope, NULL, "nest_run");
@@ -196,12 +205,21 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
     nest__trace_from_env(rt);
     nest__slow_from_env(rt);
     if (rt->instr) nest__hook_run(rt, 0);
+    if (!o->no_ctrl_c) nest__ctrl_c_install(rt);
     nest__schedule_new(rt, root);
     while (!rt->root_done) {
         poll(rt);
         nest__run_main(rt);
     }
-    rc = rt->deadlocked ? NEST_EDEADLOCK : rt->root_rc;
+    /* Token runners (system tasks, lib/thread.c) may outlive the root
+     * task: refuse new calls, cancel what runs and let it unwind. */
+    nest__token_close(rt);
+    if (rt->nsystem) nest__scope_cancel(rt, &rt->run_scope, 0);
+    while (rt->nsystem) {
+        poll(rt);
+        nest__run_main(rt);
+    }
+    rc = rt->deadlocked ? NEST_EDEADLOCK : rt->interrupted ? NEST_EINTERRUPTED : rt->root_rc;
     if (rt->instr) nest__hook_run(rt, 1);
     if (rc < 0 && rt->seed && !rt->quiet)
         fprintf(report_file(rt),
@@ -209,6 +227,8 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
                 "it with NEST_SEED=%llu\n",
                 nest_err_name(rc), (unsigned long long)rt->seed, (unsigned long long)rt->seed);
     nest__dump_signal_release(rt);
+    nest__ctrl_c_release(rt);
+    nest__thread_close(rt);
     nest__rt_cur = NULL;
     nest__free(rt->shuffle, rt->nshuffle * sizeof *rt->shuffle);
 fail_root:

@@ -427,6 +427,8 @@ static NEST__INLINE void task_done_(struct nest__rt *rt, nest_task *t, int rc, i
     if (t->flags & NEST__TASK_ROOT) {
         rt->root_rc = rc;
         rt->root_done = 1;
+    } else if (NEST__UNLIKELY(!t->nursery)) { /* a system task (lib/thread.c) */
+        rt->nsystem--;
     } else {
         nest__nursery_child_done(rt, t);
     }

@@ -63,6 +63,14 @@ typedef struct nest_run_options {
     /* An instrument registered before the root task is spawned, so that it
      * sees the whole run (nest/instrument.h); NULL: none. */
     struct nest_instrument *instrument;
+    /* How many nest_to_thread() jobs run at once (nest/thread.h); 0 (the
+     * default) selects NEST_THREAD_LIMIT_DEFAULT.  Negative: -EINVAL. */
+    int thread_limit;
+    /* Non-zero: leave SIGINT alone.  0 (the default): the first Ctrl-C
+     * cancels the whole run and nest_run returns NEST_EINTERRUPTED; a
+     * second one kills the process (see nest/signal.h).  Only applies when
+     * SIGINT has its default disposition when the run starts. */
+    int no_ctrl_c;
 } nest_run_options;
 
 /* The default stack size: 64 KiB of address space, of which only the pages a
@@ -79,7 +87,9 @@ NEST_API void nest_run_options_init(nest_run_options *o);
  * (nothing runnable, no deadline, no file descriptor watched): nest then
  * prints the task tree (who waits on what, see nest/inspect.h) to the
  * report stream, cancels the run so that every task unwinds, and nest_run
- * reports the deadlock instead of fn's result.  Returns -ENOMEM if the runtime itself
+ * reports the deadlock instead of fn's result.  Returns NEST_EINTERRUPTED
+ * if Ctrl-C cancelled the run (nest/signal.h), after every task unwound.
+ * Returns -ENOMEM if the runtime itself
  * cannot be set up.
  *
  * Not a checkpoint; must not be called from inside a task (nesting runtimes
