@@ -1,10 +1,12 @@
 /*
  * test/support.c - the helpers declared in test/support.h: the event log,
- * the mock-clock runners, the counting allocator and expect_abort().
+ * the mock-clock runners, the counting allocator, expect_abort() and
+ * count_fds().
  */
 #define _GNU_SOURCE
 #include "support.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -136,4 +138,14 @@ void expect_abort(nest_fn task, const char *const *texts) {
             abort();
         }
     }
+}
+
+int count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own fd */
 }

@@ -90,4 +90,8 @@ int run_counted(nest_fn fn);
  * stderr, which is copied to this process's stderr. */
 void expect_abort(nest_fn task, const char *const *texts);
 
+/* The process's open file descriptors (from /proc/self/fd), for tests
+ * that check nothing is left open. */
+int count_fds(void);
+
 #endif

@@ -32,43 +32,13 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/net.h"
 #include "nest/stream.h"
 #include "nest/stream_check.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static char events[8192];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-static long long ms(void) { return (long long)(nest_now() / NEST_MSEC(1)); }
-
-static int run_mock(nest_fn fn, void *arg) {
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    return nest_run_opts(fn, arg, &o);
-}
-
-static int count_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) n += e->d_name[0] != '.';
-    closedir(d);
-    return n - 1; /* the directory's own fd */
-}
 
 static int have_ipv6_loopback(void) {
     int fd = socket(AF_INET6, SOCK_STREAM, 0);

@@ -20,29 +20,9 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "support.h"
 #include "nest.h"
 #include "nest/net.h"
-
-static char events[4096];
-
-static void note(const char *fmt, ...) {
-    size_t len = strlen(events);
-    if (len && len < sizeof events - 1) events[len++] = ' ';
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(events + len, sizeof events - len, fmt, ap);
-    va_end(ap);
-}
-
-static long long ms(void) { return (long long)(nest_now() / NEST_MSEC(1)); }
-
-static int run_mock(nest_fn fn, void *arg) {
-    nest_run_options o;
-    nest_run_options_init(&o);
-    o.clock = NEST_CLOCK_MOCK;
-    o.autojump_threshold = 0;
-    return nest_run_opts(fn, arg, &o);
-}
 
 static int have_ipv6_loopback(void) {
     int fd = socket(AF_INET6, SOCK_DGRAM, 0);
