@@ -184,10 +184,8 @@ int nest_bcast_open(nest_bcast_tx *tx, size_t elem_size, size_t capacity, int po
     memset(b, 0, sizeof *b);
     nest_parking_lot_init(&b->senders);
     nest_parking_lot_init(&b->receivers);
-#ifdef NEST_PARKING_LOT_INIT_NAMED /* the lot names of nest/inspect.h's dump */
     nest_parking_lot_set_name(&b->senders, "broadcast send", NULL);
     nest_parking_lot_set_name(&b->receivers, "broadcast receive", NULL);
-#endif
     b->elem_size = elem_size;
     b->capacity = capacity;
     b->mask = slots - 1;

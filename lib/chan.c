@@ -219,7 +219,7 @@ static inline __attribute__((always_inline)) int try_recv(struct nest__chan *ch,
 
 /* ---- open, clone, close ------------------------------------------------ */
 
-#ifdef NEST_PARKING_LOT_INIT_NAMED
+/* What a task dump says about a channel its tasks wait on. */
 static void describe(const struct nest__chan *ch, char *buf, size_t len) {
     if (ch->capacity == NEST_CHAN_UNBOUNDED)
         snprintf(buf, len, "%zu buffered (unbounded), %zu/%zu handles open", ch->count, ch->ntx,
@@ -236,7 +236,6 @@ static void describe_receivers(const nest_parking_lot *l, char *buf, size_t len)
     describe((const struct nest__chan *)((const char *)l - offsetof(struct nest__chan, receivers)),
              buf, len);
 }
-#endif
 
 int nest_chan_open(nest_chan_tx *tx, nest_chan_rx *rx, size_t elem_size, size_t capacity) {
     size_t bufsize = 0;
@@ -251,10 +250,8 @@ int nest_chan_open(nest_chan_tx *tx, nest_chan_rx *rx, size_t elem_size, size_t 
     memset(ch, 0, sizeof *ch);
     nest_parking_lot_init(&ch->senders);
     nest_parking_lot_init(&ch->receivers);
-#ifdef NEST_PARKING_LOT_INIT_NAMED /* the lot names of nest/inspect.h's dump */
     nest_parking_lot_set_name(&ch->senders, "channel send", describe_senders);
     nest_parking_lot_set_name(&ch->receivers, "channel receive", describe_receivers);
-#endif
     ch->elem_size = elem_size;
     ch->capacity = capacity;
     ch->size = size;

@@ -345,21 +345,10 @@ void nest__wake(struct nest__rt *rt, nest_task *t, int rc) {
     nest__schedule(rt, t);
 }
 
-/* nest__yield() while instruments are registered (out of line, as
- * switch_out_hooked). */
-static NEST__COLD void yield_hooked(struct nest__rt *rt, nest_task *self) {
-    nest__hook_scheduled(rt, self);
-    runq_push(rt, self);
-    switch_out(rt, self);
-}
-
-/* The checkpoint path: one test of rt->instr in all. */
+/* The checkpoint path: nest__schedule() carries the scheduled hook, and
+ * switch_out() the step hooks, each behind one test of rt->instr. */
 int nest__yield(struct nest__rt *rt, nest_task *self) {
-    if (NEST__UNLIKELY(rt->instr)) {
-        yield_hooked(rt, self);
-        return 0;
-    }
-    runq_push(rt, self);
+    nest__schedule(rt, self);
     switch_out(rt, self);
     return 0;
 }
