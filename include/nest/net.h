@@ -14,8 +14,8 @@
  * Name resolution is pluggable (nest_resolve_fn).  The default resolver,
  * nest_resolve_numeric(), accepts numeric addresses only ("127.0.0.1",
  * "::1", "fe80::1%eth0") and never blocks; a host name gives -EINVAL.  A
- * resolver for names (getaddrinfo on a worker thread, or c-ares) plugs into
- * the same field once nest has a thread pool.
+ * resolver for names plugs into the same field: nest does not ship one yet
+ * (getaddrinfo on nest_to_thread()'s pool is the plan; see design/10).
  *
  * Every fd nest creates here is non-blocking and close-on-exec.  All calls
  * must be made from a task unless their comment says otherwise.
