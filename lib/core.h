@@ -87,6 +87,8 @@ enum nest__block {
     NEST__BLOCK_TASK,    /* wake_ptr: the task waited for (nest_task_wait) */
     NEST__BLOCK_IDLE,    /* nest_wait_all_tasks_blocked() */
     NEST__BLOCK_OTHER,   /* an unannotated nest__park() */
+    NEST__BLOCK_THREAD,  /* wake_ptr: the nest_to_thread job (lib/thread.c) */
+    NEST__BLOCK_PROCESS, /* wake_ptr: (intptr_t)pid of the child process */
     NEST__BLOCK_KINDS
 };
 

@@ -110,7 +110,8 @@ const char *nest_task_state_name(int state) {
 
 const char *nest_block_kind_name(int kind) {
     static const char *const names[] = {"none",    "sleep", "read",  "write", "park",
-                                        "nursery", "start", "task",  "idle",  "other"};
+                                        "nursery", "start", "task",  "idle",  "other",
+                                        "thread",  "process"};
     return kind >= 0 && kind < NEST__BLOCK_KINDS ? names[kind] : "invalid";
 }
 
@@ -130,6 +131,7 @@ int nest_task_block(const nest_task *t, nest_block_info *out) {
         break;
     case NEST__BLOCK_READ:
     case NEST__BLOCK_WRITE:
+    case NEST__BLOCK_PROCESS:
         out->fd = (int)(intptr_t)t->wake_ptr;
         break;
     case NEST__BLOCK_PARK: {
@@ -206,6 +208,12 @@ static void put_reason(sbuf *b, const nest_task *t, nest_time now) {
         break;
     case NEST__BLOCK_IDLE:
         put(b, "in nest_wait_all_tasks_blocked");
+        break;
+    case NEST__BLOCK_THREAD:
+        put(b, "in nest_to_thread: a worker thread runs the job");
+        break;
+    case NEST__BLOCK_PROCESS:
+        put(b, "waiting for process %d to exit", (int)(intptr_t)t->wake_ptr);
         break;
     default:
         put(b, "in an internal wait");

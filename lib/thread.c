@@ -305,7 +305,7 @@ int nest_to_thread(int (*fn)(void *arg), void *arg, int *result, unsigned flags)
     if (w) nest__free(w, sizeof *w);
     foreign_add(rt);
     self->wake_val = (int)flags; /* abort_job reads the mode here */
-    return nest__park_on(rt, self, abort_job, NEST__BLOCK_OTHER, j);
+    return nest__park_on(rt, self, abort_job, NEST__BLOCK_THREAD, j);
 }
 
 int nest_thread_set_limit(int n) {

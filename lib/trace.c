@@ -115,6 +115,12 @@ static void block_name(const nest_task *t, char *buf, size_t len) {
     case NEST__BLOCK_IDLE:
         snprintf(buf, len, "wait_all_tasks_blocked");
         break;
+    case NEST__BLOCK_THREAD:
+        snprintf(buf, len, "to_thread");
+        break;
+    case NEST__BLOCK_PROCESS:
+        snprintf(buf, len, "wait pid %d", (int)(intptr_t)t->wake_ptr);
+        break;
     default:
         snprintf(buf, len, "blocked");
     }

@@ -59,9 +59,13 @@ enum nest_block_kind {
     NEST_BLOCK_START = 6,   /* nest_start(): the child has not started yet */
     NEST_BLOCK_TASK = 7,    /* nest_task_wait() */
     NEST_BLOCK_IDLE = 8,    /* nest_wait_all_tasks_blocked() */
-    NEST_BLOCK_OTHER = 9    /* an internal wait without a description */
+    NEST_BLOCK_OTHER = 9,   /* an internal wait without a description */
+    NEST_BLOCK_THREAD = 10, /* nest_to_thread(): a worker thread runs the job;
+                               object: the job */
+    NEST_BLOCK_PROCESS = 11 /* waiting for a child process to exit;
+                               fd: its pid */
 };
-#define NEST_BLOCK_KINDS 10
+#define NEST_BLOCK_KINDS 12
 
 /* What nest_task_block() reports. */
 typedef struct nest_block_info {
@@ -69,7 +73,7 @@ typedef struct nest_block_info {
     nest_time since;         /* runtime clock when it blocked */
     nest_time deadline;      /* SLEEP: when it wakes by itself (the earliest
                                 deadline around it); NEST_FOREVER otherwise */
-    int fd;                  /* READ, WRITE: the fd; else -1 */
+    int fd;                  /* READ, WRITE: the fd; PROCESS: the pid; else -1 */
     const char *lot;         /* PARK: the first lot's name; else NULL */
     unsigned nlots;          /* PARK: how many lots (a group); else 0 */
     const void *object;      /* PARK: the first lot; NURSERY: the nursery;
