@@ -175,6 +175,9 @@ struct nest__rt {
     nest_task *root;
     int root_rc;
     int deadlocked;
+    int guest_ending;            /* guest mode: nest__rt_root_done was called */
+    void (*guest_done)(void *ud, int rc); /* guest mode (lib/guest.c) */
+    void *guest_ud;
     int root_done;
     uint64_t next_id;
     size_t ntasks;               /* live control blocks */
@@ -283,6 +286,15 @@ void nest__deadline_expire(struct nest__rt *rt, nest_time now);
 nest_time nest__clock_read(struct nest__rt *rt); /* updates rt->now */
 nest_time nest__monotonic(void);
 
+/* runtime.c: a run's life, shared by nest_run and guest mode (guest.c). */
+int nest__rt_create(nest_fn fn, void *arg, const nest_run_options *o, struct nest__rt **out);
+void nest__rt_root_done(struct nest__rt *rt);
+/* Reports a deadlock and cancels the run (the second time: aborts). */
+void nest__rt_deadlock(struct nest__rt *rt);
+int nest__rt_destroy(struct nest__rt *rt);
+int nest__rt_guest_slice(struct nest__rt *rt);
+nest_time nest__rt_guest_plan(struct nest__rt *rt, int timer_fired);
+
 /* nursery.c */
 void nest__nursery_child_done(struct nest__rt *rt, nest_task *t);
 
@@ -303,6 +315,20 @@ void nest__loop_wakeup(struct nest__rt *rt);
 /* on: a wakeup is expected (a thread job is outstanding), so a blocking
  * poll must wait for it (ev_ref); off: it no longer keeps the loop alive. */
 void nest__loop_wakeup_hold(struct nest__rt *rt, int on);
+
+/* Guest mode: watchers on the host's loop drive the runtime (lib/guest.c
+ * calls these; evloop.c calls back nest__guest_check/nest__guest_prepare). */
+void nest__loop_guest_start(struct nest__rt *rt);
+/* Makes the host's loop turn once more without blocking (host code changed
+ * the guest: cancelled it, gave it a task). */
+void nest__loop_guest_kick(struct nest__rt *rt);
+/* Runs the host's loop once (EVRUN_ONCE): the plain-C bridge waits so.
+ * Returns 0 when the loop has no active watcher left: nothing will ever
+ * happen on it again. */
+int nest__loop_run_host_once(struct nest__rt *rt);
+/* lib/guest.c, called from evloop.c's guest watchers. */
+int nest__guest_check(struct nest__rt *rt); /* 1: the run ended, rt is gone */
+nest_time nest__guest_prepare(struct nest__rt *rt, int timer_fired);
 
 /* lib/thread.c */
 void nest__foreign_drain(struct nest__rt *rt); /* rt->foreign_req was set */

@@ -20,6 +20,11 @@
  * while a job is outstanding it is referenced (nest__loop_wakeup_hold) so
  * that a blocking poll waits for the job's completion.
  *
+ * In guest mode (nest/guest.h, design/13) the loop is the host's and the
+ * host runs ev_run: prepare, check and idle watchers below drive the
+ * runtime instead of nest__loop_poll, and fd callbacks set nest__rt_cur
+ * around the wake, since they run between the guest's slices.
+ *
  * libev's own allocations (the loop, its internal fd arrays) go through
  * libev's allocator, not nest's hook: libev aborts on allocation failure and
  * cannot report it, so routing them through the hook would turn an injected
@@ -45,6 +50,12 @@ struct nest__loop {
     ev_async wake;          /* nest__loop_wakeup(), once enabled */
     int wake_on;
     int wake_held;          /* referenced: a thread job will send it */
+    /* Guest mode (lib/guest.c): the host runs ev_run; these drive nest. */
+    int guest;
+    ev_prepare prep;        /* before the host blocks: arm timer or idle */
+    ev_check check;         /* after every poll: run a slice of tasks */
+    ev_idle idle;           /* active while tasks are runnable: no blocking */
+    int fired;              /* the timer went off since the last prepare */
 };
 
 static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
@@ -56,13 +67,22 @@ static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
     ev_io_stop(ev, w);
     e->waiter[dir] = NULL;
     lp->rt->nio--;
+    if (lp->guest) { /* called by the host's ev_run: between slices */
+        struct nest__rt *prev = nest__rt_cur;
+        nest__rt_cur = lp->rt;
+        nest__wake(lp->rt, t, 0);
+        nest__rt_cur = prev;
+        return;
+    }
     nest__wake(lp->rt, t, 0);
 }
 
 static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     (void)ev;
-    (void)w;
-    (void)revents; /* its only job is to end ev_run */
+    (void)revents; /* its only job is to end ev_run (and, for a guest, to
+                      tell the next prepare that the wait ran its course) */
+    struct nest__loop *lp = w->data;
+    lp->fired = 1;
 }
 
 static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
@@ -112,6 +132,7 @@ int nest__loop_open(struct nest__rt *rt, void *host_loop) {
         }
     }
     ev_timer_init(&lp->timer, timer_cb, 0., 0.);
+    lp->timer.data = lp;
     rt->loop = lp;
     return 0;
 }
@@ -122,6 +143,14 @@ void nest__loop_close(struct nest__rt *rt) {
     if (lp->wake_on) {
         if (!lp->wake_held) ev_ref(lp->ev);
         ev_async_stop(lp->ev, &lp->wake);
+    }
+    if (lp->guest) {
+        ev_ref(lp->ev); /* undo the ev_unref of guest_start, as libev asks */
+        ev_prepare_stop(lp->ev, &lp->prep);
+        ev_ref(lp->ev);
+        ev_check_stop(lp->ev, &lp->check);
+        ev_idle_stop(lp->ev, &lp->idle);
+        ev_timer_stop(lp->ev, &lp->timer);
     }
     for (int fd = 0; fd < lp->nfds; fd++) {
         struct fd_entry *e = lp->fds[fd];
@@ -209,3 +238,85 @@ void nest__loop_closing(struct nest__rt *rt, int fd) {
         nest__wake(rt, t, NEST_ECLOSED);
     }
 }
+
+/* ---- guest mode ------------------------------------------------------------
+ *
+ * The host owns ev_run.  Three watchers on its loop stand in for nest_run's
+ * loop: the check watcher runs a slice of tasks after every poll (the one
+ * place where a libev callback leads to user code: through the scheduler,
+ * never directly, and never while nest itself is inside ev_run); the
+ * prepare watcher, just before the host blocks, asks the runtime how long it
+ * may block and arms the timer, or starts the idle watcher so that it does
+ * not block at all while tasks are runnable.  Prepare and check are
+ * unreferenced: they must not keep the host's ev_run alive by themselves;
+ * what does is what nest really waits for (fd watchers, the timer, the idle
+ * watcher, an outstanding thread job).  nest__rt_cur is set only while the
+ * guest's code runs, so host code between slices is "outside a task", and
+ * several guests can share one host loop. */
+
+static void guest_idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
+    (void)ev;
+    (void)w;
+    (void)revents; /* its only job is to keep the host from blocking */
+}
+
+/* Asks the runtime how long the host may block and arms the timer, or the
+ * idle watcher when tasks are runnable (then the host does not block). */
+static void guest_arm(struct ev_loop *ev, struct nest__loop *lp) {
+    int fired = lp->fired;
+    lp->fired = 0;
+    nest_time t = nest__guest_prepare(lp->rt, fired);
+    if (t == 0) {
+        ev_timer_stop(ev, &lp->timer);
+        if (!ev_is_active(&lp->idle)) ev_idle_start(ev, &lp->idle);
+        return;
+    }
+    if (ev_is_active(&lp->idle)) ev_idle_stop(ev, &lp->idle);
+    ev_timer_stop(ev, &lp->timer);
+    if (t > 0) {
+        ev_now_update(ev);
+        ev_timer_set(&lp->timer, (double)t / 1e9, 0.);
+        ev_timer_start(ev, &lp->timer);
+    }
+}
+
+/* After every poll, last of the iteration's callbacks (lowest priority), so
+ * that what the host's callbacks did to the guest is seen: run a slice, then
+ * arm - here too, not only in prepare, because libev ends ev_run when no
+ * referenced watcher is left at the end of an iteration, before any
+ * prepare could re-arm. */
+static void guest_check_cb(struct ev_loop *ev, ev_check *w, int revents) {
+    (void)revents;
+    struct nest__loop *lp = w->data;
+    if (nest__guest_check(lp->rt)) return; /* the run ended: lp is gone */
+    guest_arm(ev, lp);
+}
+
+static void guest_prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
+    (void)revents;
+    guest_arm(ev, w->data);
+}
+
+void nest__loop_guest_kick(struct nest__rt *rt) {
+    struct nest__loop *lp = rt->loop;
+    if (!ev_is_active(&lp->idle)) ev_idle_start(lp->ev, &lp->idle);
+}
+
+void nest__loop_guest_start(struct nest__rt *rt) {
+    struct nest__loop *lp = rt->loop;
+    lp->guest = 1;
+    ev_prepare_init(&lp->prep, guest_prepare_cb);
+    lp->prep.data = lp;
+    ev_check_init(&lp->check, guest_check_cb);
+    ev_set_priority(&lp->check, EV_MINPRI);
+    lp->check.data = lp;
+    ev_idle_init(&lp->idle, guest_idle_cb);
+    lp->idle.data = lp;
+    ev_prepare_start(lp->ev, &lp->prep);
+    ev_unref(lp->ev);
+    ev_check_start(lp->ev, &lp->check);
+    ev_unref(lp->ev);
+    ev_idle_start(lp->ev, &lp->idle); /* the root task is runnable */
+}
+
+int nest__loop_run_host_once(struct nest__rt *rt) { return ev_run(rt->loop->ev, EVRUN_ONCE); }

@@ -45,7 +45,7 @@ void nest_run_options_init(nest_run_options *o) {
 
 static FILE *report_file(struct nest__rt *rt) { return rt->report ? rt->report : stderr; }
 
-static void deadlock(struct nest__rt *rt) {
+void nest__rt_deadlock(struct nest__rt *rt) {
     if (rt->deadlocked && !rt->quiet)
         nest__dump_rt(rt, report_file(rt),
                       "nest: deadlock again after cancelling the run; who waits on what:");
@@ -109,7 +109,7 @@ static void idle(struct nest__rt *rt) {
     trim_stacks(rt);
     nest_time next = nest__deadline_next(rt);
     if (rt->clock_kind == NEST_CLOCK_MONOTONIC) {
-        if (next == NEST_FOREVER && !rt->nio && !rt->nforeign) return deadlock(rt);
+        if (next == NEST_FOREVER && !rt->nio && !rt->nforeign) return nest__rt_deadlock(rt);
         loop_poll(rt, next == NEST_FOREVER ? -1 : next - rt->now);
         expire(rt);
         if (next != NEST_FOREVER && rt->now >= next) { /* the timer's wake-up: how late? */
@@ -120,7 +120,7 @@ static void idle(struct nest__rt *rt) {
     }
     /* Mock clock. */
     if (rt->autojump == NEST_FOREVER || next == NEST_FOREVER) {
-        if (!rt->nio && !rt->nforeign) return deadlock(rt);
+        if (!rt->nio && !rt->nforeign) return nest__rt_deadlock(rt);
         loop_poll(rt, -1);
         return;
     }
@@ -157,15 +157,11 @@ static uint64_t choose_seed(uint64_t seed) {
 
 int nest_run(nest_fn fn, void *arg) { return nest_run_opts(fn, arg, NULL); }
 
-int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
-    nest_run_options defaults;
-    if (nest__rt_cur)
-        nest__panic("nest_run() called while this thread already runs a runtime (rule: one "
-                    "runtime per thread; spawn a task into a nursery instead)");
-    if (!o) {
-        nest_run_options_init(&defaults);
-        o = &defaults;
-    }
+/* Checks the options and sets up a runtime with fn(arg) as its root task,
+ * queued to run; *out is NULL on failure (the error is returned).  Sets
+ * nest__rt_cur: instruments registered here may look at it. */
+int nest__rt_create(nest_fn fn, void *arg, const nest_run_options *o, struct nest__rt **out) {
+    *out = NULL;
     if (o->clock != NEST_CLOCK_MONOTONIC && o->clock != NEST_CLOCK_MOCK) return -EINVAL;
     if (o->autojump_threshold < 0) return -EINVAL;
     if (o->thread_limit < 0) return -EINVAL;
@@ -205,21 +201,30 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
     nest__trace_from_env(rt);
     nest__slow_from_env(rt);
     if (rt->instr) nest__hook_run(rt, 0);
-    if (!o->no_ctrl_c) nest__ctrl_c_install(rt);
     nest__schedule_new(rt, root);
-    while (!rt->root_done) {
-        poll(rt);
-        nest__run_main(rt);
-    }
-    /* Token runners (system tasks, lib/thread.c) may outlive the root
-     * task: refuse new calls, cancel what runs and let it unwind. */
+    *out = rt;
+    return 0;
+fail_root:
+    nest__loop_close(rt);
+fail_loop:
+    nest__task_pool_destroy(rt);
+    nest__stack_pool_destroy(&rt->stacks);
+    nest__free(rt, sizeof *rt);
+    return rc;
+}
+
+/* The root task has returned.  Token runners (system tasks, lib/thread.c)
+ * may outlive it: refuse new calls and cancel what still runs, so that it
+ * unwinds.  The run is over once rt->nsystem is 0. */
+void nest__rt_root_done(struct nest__rt *rt) {
     nest__token_close(rt);
     if (rt->nsystem) nest__scope_cancel(rt, &rt->run_scope, 0);
-    while (rt->nsystem) {
-        poll(rt);
-        nest__run_main(rt);
-    }
-    rc = rt->deadlocked ? NEST_EDEADLOCK : rt->interrupted ? NEST_EINTERRUPTED : rt->root_rc;
+}
+
+/* Tears down a runtime whose tasks have all finished and returns the run's
+ * result.  Clears nest__rt_cur. */
+int nest__rt_destroy(struct nest__rt *rt) {
+    int rc = rt->deadlocked ? NEST_EDEADLOCK : rt->interrupted ? NEST_EINTERRUPTED : rt->root_rc;
     if (rt->instr) nest__hook_run(rt, 1);
     if (rc < 0 && rt->seed && !rt->quiet)
         fprintf(report_file(rt),
@@ -231,13 +236,77 @@ int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
     nest__thread_close(rt);
     nest__rt_cur = NULL;
     nest__free(rt->shuffle, rt->nshuffle * sizeof *rt->shuffle);
-fail_root:
     nest__loop_close(rt);
-fail_loop:
     nest__task_pool_destroy(rt);
     nest__stack_pool_destroy(&rt->stacks);
     nest__free(rt, sizeof *rt);
     return rc;
+}
+
+int nest_run_opts(nest_fn fn, void *arg, const nest_run_options *o) {
+    nest_run_options defaults;
+    if (nest__rt_cur)
+        nest__panic("nest_run() called while this thread already runs a runtime (rule: one "
+                    "runtime per thread; spawn a task into a nursery instead)");
+    if (!o) {
+        nest_run_options_init(&defaults);
+        o = &defaults;
+    }
+    struct nest__rt *rt;
+    int rc = nest__rt_create(fn, arg, o, &rt);
+    if (rc < 0) return rc;
+    if (!o->no_ctrl_c) nest__ctrl_c_install(rt);
+    while (!rt->root_done) {
+        poll(rt);
+        nest__run_main(rt);
+    }
+    nest__rt_root_done(rt);
+    while (rt->nsystem) {
+        poll(rt);
+        nest__run_main(rt);
+    }
+    return nest__rt_destroy(rt);
+}
+
+/* ---- guest mode (lib/guest.c drives these from the host's loop) ---------- */
+
+/* One slice of a guest run: what one turn of nest_run's loop does, except
+ * that the host's loop, not nest, polls I/O.  Returns 1 once every task has
+ * finished (the caller then destroys the runtime). */
+int nest__rt_guest_slice(struct nest__rt *rt) {
+    if (NEST__UNLIKELY(rt->dump_req)) nest__dump_signalled(rt);
+    if (NEST__UNLIKELY(rt->foreign_req)) nest__foreign_drain(rt);
+    expire(rt);
+    if (rt->runq_head) nest__run_main(rt);
+    if (rt->root_done && !rt->guest_ending) {
+        rt->guest_ending = 1;
+        nest__rt_root_done(rt);
+    }
+    return rt->root_done && !rt->nsystem;
+}
+
+/* Before the host's loop blocks: what idle() decides, without blocking.
+ * Returns how long the loop may block (0: tasks are runnable; -1: until an
+ * event).  timer_fired: the timer armed for the last answer went off (with
+ * the mock clock, that means the autojump threshold passed quietly).
+ * There is no deadlock verdict: host code may call in at any time
+ * (nest_guest_call), so a guest with nothing to wake it simply waits. */
+nest_time nest__rt_guest_plan(struct nest__rt *rt, int timer_fired) {
+    expire(rt);
+    if (rt->runq_head) return 0;
+    if (rt->idle_head) {
+        wake_idle_waiter(rt);
+        return 0;
+    }
+    trim_stacks(rt);
+    nest_time next = nest__deadline_next(rt);
+    if (next == NEST_FOREVER) return -1;
+    if (rt->clock_kind == NEST_CLOCK_MONOTONIC) return next > rt->now ? next - rt->now : 0;
+    if (rt->autojump == NEST_FOREVER) return -1;
+    if (rt->autojump > 0 && !timer_fired) return rt->autojump;
+    rt->now = next;
+    nest__deadline_expire(rt, next);
+    return 0;
 }
 
 static int abort_idle_wait(nest_task *self) {

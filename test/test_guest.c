@@ -1,0 +1,528 @@
+/*
+ * test/test_guest.c - guest mode and the plain-C bridge (nest/guest.h),
+ * driven by a real host ev_run() on a loop the test owns.
+ *
+ * Covers: the root task and its children run from the host's loop and the
+ * completion callback gets the root's result once, after which the loop is
+ * left with nothing of nest's (ev_run returns); host watchers and guest
+ * tasks talk through pipes in both directions; the mock clock (autojump 0
+ * and a real-time threshold) and the real clock move sleeping guests; a
+ * guest waiting for nothing keeps nothing alive, and nest_guest_cancel
+ * ends it; thread jobs keep the host's loop alive until they complete; two
+ * guests share one loop; nest_guest_call from host code, before ev_run and
+ * from a host callback, and when the run ends under it; a bridge call that
+ * nothing can finish is a deadlock; argument checks; out of memory; misuse
+ * from inside a task aborts.
+ *
+ * Every wait on the real clock here is a lower bound that the guest itself
+ * decides (a sleep ends, a pipe fills), never a wall-clock assertion.
+ */
+#define _GNU_SOURCE
+#include <ev.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "nest.h"
+#include "support.h"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+struct done_rec {
+    int calls;
+    int rc;
+};
+
+static void on_done(void *ud, int rc) {
+    struct done_rec *d = ud;
+    d->calls++;
+    d->rc = rc;
+}
+
+static nest_run_options mock_opts(nest_time autojump) {
+    nest_run_options o;
+    nest_run_options_init(&o);
+    o.clock = NEST_CLOCK_MOCK;
+    o.autojump_threshold = autojump;
+    o.quiet = 1;
+    return o;
+}
+
+/* Starts fn as a guest on a new loop, runs the loop until nothing is left
+ * and returns the completion record's rc (checking it came exactly once). */
+static int run_guest(nest_fn fn, void *arg, const nest_run_options *o) {
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct done_rec d = {0, 0};
+    CHECK_EQ(nest_guest_start(loop, fn, arg, o, on_done, &d, NULL), 0);
+    CHECK_EQ(d.calls, 0); /* nothing runs before the host turns its loop */
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    ev_loop_destroy(loop);
+    return d.rc;
+}
+
+static int child(void *arg) {
+    note("child%d", (int)(intptr_t)arg);
+    CHECK_EQ(nest_sleep(NEST_MSEC(10 * (int)(intptr_t)arg)), 0);
+    note("child%d@%lld", (int)(intptr_t)arg, ms());
+    return 0;
+}
+
+static int root_with_children(void *arg) {
+    (void)arg;
+    nest_nursery n;
+    nest_nursery_open(&n);
+    for (intptr_t i = 1; i <= 3; i++) CHECK_EQ(nest_spawn(&n, child, (void *)i), 0);
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    return 42;
+}
+
+/* ---- the basics ---------------------------------------------------------- */
+
+NEST_TEST(root_and_children_run_on_the_host_loop) {
+    events[0] = 0;
+    nest_run_options o = mock_opts(0);
+    CHECK_EQ(run_guest(root_with_children, NULL, &o), 42);
+    CHECK_STREQ(events, "child1 child2 child3 child1@10 child2@20 child3@30");
+}
+
+static int sleep_real(void *arg) {
+    (void)arg;
+    nest_time t0 = nest_now();
+    CHECK_EQ(nest_sleep(NEST_MSEC(2)), 0);
+    CHECK(nest_now() - t0 >= NEST_MSEC(2)); /* the guest's timer ended the sleep */
+    return 7;
+}
+
+NEST_TEST(real_clock_sleep_is_driven_by_a_host_timer) {
+    CHECK_EQ(run_guest(sleep_real, NULL, NULL), 7);
+}
+
+static int sleep_long(void *arg) {
+    (void)arg;
+    CHECK_EQ(nest_sleep(NEST_SEC(3600)), 0);
+    return (int)(nest_now() / NEST_SEC(1));
+}
+
+NEST_TEST(mock_clock_autojump_after_a_real_time_threshold) {
+    nest_run_options o = mock_opts(NEST_MSEC(1));
+    CHECK_EQ(run_guest(sleep_long, NULL, &o), 3600);
+}
+
+NEST_TEST(rejects_bad_arguments) {
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct ev_loop *other = ev_loop_new(EVFLAG_AUTO);
+    nest_guest *g = (nest_guest *)&g;
+    CHECK_EQ(nest_guest_start(NULL, sleep_long, NULL, NULL, NULL, NULL, &g), -EINVAL);
+    CHECK(g == NULL);
+    CHECK_EQ(nest_guest_start(loop, NULL, NULL, NULL, NULL, NULL, NULL), -EINVAL);
+    nest_run_options o;
+    nest_run_options_init(&o);
+    o.loop = other;
+    CHECK_EQ(nest_guest_start(loop, sleep_long, NULL, &o, NULL, NULL, NULL), -EINVAL);
+    o.loop = NULL;
+    o.clock = 99;
+    CHECK_EQ(nest_guest_start(loop, sleep_long, NULL, &o, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(nest_guest_call(NULL, sleep_long, NULL, NULL), -EINVAL);
+    CHECK_EQ(ev_run(loop, EVRUN_NOWAIT), 0); /* nothing was left on the loop */
+    ev_loop_destroy(other);
+    ev_loop_destroy(loop);
+}
+
+/* ---- host and guest talk through pipes ------------------------------------ */
+
+struct duplex {
+    int to_host[2];  /* guest writes, host's ev_io reads */
+    int to_guest[2]; /* host writes back, guest reads */
+    ev_io w;
+    int host_saw;
+};
+
+static void host_echo_cb(struct ev_loop *loop, ev_io *w, int revents) {
+    (void)revents;
+    struct duplex *d = w->data;
+    char c;
+    CHECK_EQ(read(d->to_host[0], &c, 1), 1);
+    d->host_saw++;
+    c = (char)(c + 1); /* the host's answer: the next letter */
+    CHECK_EQ(write(d->to_guest[1], &c, 1), 1);
+    if (d->host_saw == 3) ev_io_stop(loop, w);
+}
+
+static int guest_talks(void *arg) {
+    struct duplex *d = arg;
+    for (char c = 'a'; c < 'd'; c++) {
+        CHECK_EQ(write(d->to_host[1], &c, 1), 1);
+        CHECK_EQ(nest_wait_readable(d->to_guest[0]), 0);
+        char r;
+        CHECK_EQ(read(d->to_guest[0], &r, 1), 1);
+        note("%c", r);
+    }
+    return 0;
+}
+
+NEST_TEST(host_watchers_and_guest_tasks_talk_both_ways) {
+    events[0] = 0;
+    struct duplex d = {.host_saw = 0};
+    CHECK_EQ(pipe(d.to_host), 0);
+    CHECK_EQ(pipe(d.to_guest), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    ev_io_init(&d.w, host_echo_cb, d.to_host[0], EV_READ);
+    d.w.data = &d;
+    ev_io_start(loop, &d.w);
+    struct done_rec rec = {0, 0};
+    CHECK_EQ(nest_guest_start(loop, guest_talks, &d, NULL, on_done, &rec, NULL), 0);
+    ev_run(loop, 0);
+    CHECK_EQ(rec.calls, 1);
+    CHECK_EQ(rec.rc, 0);
+    CHECK_EQ(d.host_saw, 3);
+    CHECK_STREQ(events, "b c d");
+    ev_loop_destroy(loop);
+    for (int i = 0; i < 2; i++) {
+        close(d.to_host[i]);
+        close(d.to_guest[i]);
+    }
+}
+
+/* ---- a guest waiting for nothing; cancelling it ---------------------------- */
+
+static int wait_forever(void *arg) {
+    nest_event *e = arg;
+    int rc = nest_event_wait(e); /* nobody sets it */
+    note("woke:%s", nest_err_name(rc));
+    return rc;
+}
+
+NEST_TEST(a_stuck_guest_keeps_nothing_alive_and_cancel_ends_it) {
+    events[0] = 0;
+    nest_event e;
+    nest_event_init(&e);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    CHECK_EQ(nest_guest_start(loop, wait_forever, &e, NULL, on_done, &d, &g), 0);
+    ev_run(loop, 0); /* returns: the guest waits for nothing the loop has */
+    CHECK_EQ(d.calls, 0);
+    CHECK_STREQ(events, "");
+    nest_guest_cancel(g);
+    nest_guest_cancel(g); /* idempotent */
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, -ECANCELED);
+    CHECK_STREQ(events, "woke:ECANCELED");
+    ev_loop_destroy(loop);
+}
+
+static int sleep_hour_rc(void *arg) {
+    (void)arg;
+    return nest_sleep(NEST_SEC(3600));
+}
+
+static void cancel_from_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    nest_guest_cancel(w->data);
+}
+
+NEST_TEST(a_host_callback_can_cancel_the_guest) {
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    nest_run_options o = mock_opts(NEST_FOREVER);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    CHECK_EQ(nest_guest_start(loop, sleep_hour_rc, NULL, &o, on_done, &d, &g), 0);
+    ev_timer t;
+    ev_timer_init(&t, cancel_from_timer, 0.001, 0.);
+    t.data = g;
+    ev_timer_start(loop, &t);
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, -ECANCELED); /* the mock clock never moved: only the cancel ended it */
+    ev_loop_destroy(loop);
+}
+
+/* ---- worker threads --------------------------------------------------------- */
+
+static int slow_job(void *arg) {
+    int *fds = arg;
+    char c;
+    /* Blocks until the guest's other task writes: the host's loop must
+     * stay alive (and the other task running) while the job waits. */
+    return read(fds[0], &c, 1) == 1 ? c : -1;
+}
+
+static int writer(void *arg) {
+    int *fds = arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    char c = 'x';
+    CHECK_EQ(write(fds[1], &c, 1), 1);
+    return 0;
+}
+
+static int root_with_thread(void *arg) {
+    int fds[2];
+    (void)arg;
+    CHECK_EQ(pipe(fds), 0);
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, writer, fds), 0);
+    int result = 0;
+    CHECK_EQ(nest_to_thread(slow_job, fds, &result, 0), 0);
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    close(fds[0]);
+    close(fds[1]);
+    return result;
+}
+
+NEST_TEST(a_thread_job_keeps_the_host_loop_alive) {
+    CHECK_EQ(run_guest(root_with_thread, NULL, NULL), 'x');
+}
+
+/* ---- two guests on one loop -------------------------------------------------- */
+
+static int ticker(void *arg) {
+    for (int i = 0; i < 3; i++) {
+        note("%s%d", (const char *)arg, i);
+        CHECK_EQ(nest_sleep(NEST_MSEC(1)), 0);
+    }
+    return ((const char *)arg)[0];
+}
+
+NEST_TEST(two_guests_share_one_loop) {
+    events[0] = 0;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct done_rec a = {0, 0}, b = {0, 0};
+    CHECK_EQ(nest_guest_start(loop, ticker, "a", NULL, on_done, &a, NULL), 0);
+    CHECK_EQ(nest_guest_start(loop, ticker, "b", NULL, on_done, &b, NULL), 0);
+    ev_run(loop, 0);
+    CHECK_EQ(a.calls, 1);
+    CHECK_EQ(b.calls, 1);
+    CHECK_EQ(a.rc, 'a');
+    CHECK_EQ(b.rc, 'b');
+    /* Both ran: each logged its three ticks, in its own order. */
+    CHECK(strstr(events, "a0") && strstr(events, "a2") && strstr(events, "b0") &&
+          strstr(events, "b2"));
+    ev_loop_destroy(loop);
+}
+
+/* ---- the plain-C bridge -------------------------------------------------------- */
+
+static int bridged(void *arg) {
+    CHECK(nest_current_task() != NULL); /* fn runs in a task */
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, child, (void *)(intptr_t)1), 0);
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    return (int)(intptr_t)arg * 2;
+}
+
+static int wait_for_event(void *arg) {
+    nest_event *e = arg;
+    CHECK_EQ(nest_event_wait(e), 0);
+    note("root-woke@%lld", ms());
+    return 5;
+}
+
+static int set_event(void *arg) {
+    nest_event_set(arg);
+    return 0;
+}
+
+NEST_TEST(guest_call_from_host_code_before_ev_run) {
+    events[0] = 0;
+    nest_event e;
+    nest_event_init(&e);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    nest_run_options o = mock_opts(0);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    CHECK_EQ(nest_guest_start(loop, wait_for_event, &e, &o, on_done, &d, &g), 0);
+    int result = 0;
+    CHECK_EQ(nest_guest_call(g, bridged, (void *)(intptr_t)21, &result), 0);
+    CHECK_EQ(result, 42);
+    CHECK_STREQ(events, "child1 child1@10");
+    CHECK_EQ(d.calls, 0); /* the root still waits */
+    CHECK_EQ(nest_guest_call(g, set_event, &e, NULL), 0);
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, 5);
+    CHECK_STREQ(events, "child1 child1@10 root-woke@10");
+    ev_loop_destroy(loop);
+}
+
+struct from_cb {
+    nest_guest *g;
+    int result;
+    int rc;
+};
+
+static void call_from_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    struct from_cb *f = w->data;
+    f->rc = nest_guest_call(f->g, bridged, (void *)(intptr_t)4, &f->result);
+}
+
+NEST_TEST(guest_call_from_a_host_callback) {
+    events[0] = 0;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    nest_run_options o = mock_opts(0);
+    struct done_rec d = {0, 0};
+    struct from_cb f = {NULL, 0, -1};
+    nest_event e;
+    nest_event_init(&e);
+    CHECK_EQ(nest_guest_start(loop, wait_for_event, &e, &o, on_done, &d, &f.g), 0);
+    ev_timer t;
+    ev_timer_init(&t, call_from_timer, 0., 0.);
+    t.data = &f;
+    ev_timer_start(loop, &t);
+    ev_run(loop, 0); /* the timer's call runs; then the root still waits */
+    CHECK_EQ(f.rc, 0);
+    CHECK_EQ(f.result, 8);
+    CHECK_EQ(d.calls, 0);
+    CHECK_EQ(nest_guest_call(f.g, set_event, &e, NULL), 0);
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, 5);
+    ev_loop_destroy(loop);
+}
+
+static void count_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    ++*(int *)w->data;
+}
+
+static int yields_a_little(void *arg) {
+    for (int i = 0; i < 200; i++) CHECK_EQ(nest_checkpoint(), 0); /* > one slice */
+    return (int)(intptr_t)arg;
+}
+
+NEST_TEST(a_call_that_never_waits_runs_no_host_callback) {
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    int fired = 0;
+    ev_timer t;
+    ev_timer_init(&t, count_cb, 0., 0.); /* due at once: any loop turn runs it */
+    t.data = &fired;
+    ev_timer_start(loop, &t);
+    nest_event e;
+    nest_event_init(&e);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    nest_run_options o = mock_opts(0);
+    CHECK_EQ(nest_guest_start(loop, wait_for_event, &e, &o, on_done, &d, &g), 0);
+    int result = 0;
+    CHECK_EQ(nest_guest_call(g, yields_a_little, (void *)(intptr_t)9, &result), 0);
+    CHECK_EQ(result, 9);
+    CHECK_EQ(fired, 0);
+    /* Setting the event lets the root finish in the same slice: the run
+     * ends, and the completion callback runs, inside this call. */
+    CHECK_EQ(nest_guest_call(g, set_event, &e, NULL), 0);
+    CHECK_EQ(fired, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, 5);
+    ev_run(loop, 0);
+    CHECK_EQ(fired, 1);
+    ev_loop_destroy(loop);
+}
+
+static int bridged_sleeps(void *arg) {
+    (void)arg;
+    int rc = nest_sleep(NEST_SEC(60));
+    note("bridged:%s", nest_err_name(rc));
+    return rc;
+}
+
+static int returns_at_once(void *arg) {
+    (void)arg;
+    note("root-done");
+    return 3;
+}
+
+NEST_TEST(the_run_ending_cancels_a_bridge_call) {
+    events[0] = 0;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    nest_run_options o = mock_opts(NEST_FOREVER);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    CHECK_EQ(nest_guest_start(loop, returns_at_once, NULL, &o, on_done, &d, &g), 0);
+    int result = 0;
+    CHECK_EQ(nest_guest_call(g, bridged_sleeps, NULL, &result), 0);
+    CHECK_EQ(result, -ECANCELED);
+    CHECK_EQ(d.calls, 1); /* the run ended inside the call */
+    CHECK_EQ(d.rc, 3);
+    CHECK_STREQ(events, "root-done bridged:ECANCELED");
+    ev_loop_destroy(loop);
+}
+
+static int wait_event_rc(void *arg) { return nest_event_wait(arg); }
+
+NEST_TEST(a_bridge_call_nothing_can_finish_is_a_deadlock) {
+    nest_event root_e, call_e;
+    nest_event_init(&root_e);
+    nest_event_init(&call_e);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    nest_run_options o = mock_opts(NEST_FOREVER);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    CHECK_EQ(nest_guest_start(loop, wait_event_rc, &root_e, &o, on_done, &d, &g), 0);
+    int result = 0;
+    CHECK_EQ(nest_guest_call(g, wait_event_rc, &call_e, &result), 0);
+    CHECK_EQ(result, -ECANCELED); /* the run was cancelled to break the deadlock */
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, NEST_EDEADLOCK);
+    ev_loop_destroy(loop);
+}
+
+/* ---- out of memory -------------------------------------------------------------- */
+
+NEST_TEST(start_fails_cleanly_when_out_of_memory) {
+    /* Fail the first allocation, then the second, ... until start succeeds:
+     * every failure must return -ENOMEM and leave nothing allocated. */
+    for (long k = 1;; k++) {
+        struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+        memset(&mem, 0, sizeof mem);
+        mem.fail_from = k;
+        nest_set_allocator(counting_alloc, NULL);
+        nest_run_options o = mock_opts(0);
+        struct done_rec d = {0, 0};
+        int rc = nest_guest_start(loop, root_with_children, NULL, &o, on_done, &d, NULL);
+        mem.fail_from = 0;
+        if (rc == 0) ev_run(loop, 0);
+        nest_set_allocator(NULL, NULL);
+        ev_loop_destroy(loop);
+        CHECK_EQ(mem.live_blocks, 0);
+        CHECK_EQ(mem.live_bytes, 0);
+        if (rc == 0) {
+            CHECK_EQ(d.calls, 1);
+            CHECK(k > 1);
+            break;
+        }
+        CHECK_EQ(rc, -ENOMEM);
+    }
+}
+
+/* ---- misuse ---------------------------------------------------------------------- */
+
+static int start_inside_task(void *arg) {
+    (void)arg;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    nest_guest_start(loop, sleep_long, NULL, NULL, NULL, NULL, NULL);
+    return 0;
+}
+
+NEST_TEST(starting_a_guest_inside_a_task_aborts) {
+    static const char *const texts[] = {"nest_guest_start() called from inside a task",
+                                        "rule: guest-mode calls are made by the host", NULL};
+    expect_abort(start_inside_task, texts);
+}
+
+static int call_inside_task(void *arg) {
+    (void)arg;
+    nest_guest_call((nest_guest *)&arg, sleep_long, NULL, NULL);
+    return 0;
+}
+
+NEST_TEST(a_bridge_call_inside_a_task_aborts) {
+    static const char *const texts[] = {"nest_guest_call() called from inside a task", NULL};
+    expect_abort(call_inside_task, texts);
+}
