@@ -304,7 +304,12 @@ void nest__loop_close(struct nest__rt *rt);
 /* timeout < 0: block until an event; 0: do not block; > 0: at most that
  * many real nanoseconds. */
 void nest__loop_poll(struct nest__rt *rt, nest_time timeout);
-int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t);
+/* mode: how much nest knows about the fd (see evloop.c): PLAIN, any fd;
+ * STABLE, a nest stream's fd, closed only after nest__loop_closing, whose
+ * watcher is reused from wait to wait; FRESH, the same but the stream's
+ * first wait in that direction, which sets the watcher up afresh. */
+enum { NEST__WATCH_PLAIN, NEST__WATCH_STABLE, NEST__WATCH_FRESH };
+int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t, int mode);
 void nest__loop_unwatch(struct nest__rt *rt, int fd, int writable);
 void nest__loop_closing(struct nest__rt *rt, int fd);
 nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable);

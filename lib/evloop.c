@@ -38,6 +38,13 @@
 struct fd_entry {
     ev_io io[2];            /* [0] readable, [1] writable */
     nest_task *waiter[2];
+    /* The watcher was set up by a "stable" wait (see nest__loop_watch) and
+     * the fd has not been reported closing since: it still names the same
+     * open file, so the watcher can be reused as it is. */
+    unsigned char stable[2];
+    /* A stable watcher left active with no waiter (and unreferenced, so it
+     * keeps no ev_run alive) after its wait ended; see nest__loop_watch. */
+    unsigned char parked[2];
 };
 
 struct nest__loop {
@@ -58,15 +65,45 @@ struct nest__loop {
     int fired;              /* the timer went off since the last prepare */
 };
 
+/* Stops a watcher, parked or not (libev wants an unreferenced watcher
+ * referenced again before it is stopped). */
+static void stop_watcher(struct nest__loop *lp, struct fd_entry *e, int dir) {
+    if (e->parked[dir]) {
+        e->parked[dir] = 0;
+        ev_ref(lp->ev);
+    }
+    ev_io_stop(lp->ev, &e->io[dir]);
+}
+
+/* The wait on a watcher ended: a stable one stays active (parked), any
+ * other is stopped. */
+static void end_wait(struct nest__loop *lp, struct fd_entry *e, int dir) {
+    e->waiter[dir] = NULL;
+    lp->rt->nio--;
+    if (!e->stable[dir]) {
+        ev_io_stop(lp->ev, &e->io[dir]);
+        return;
+    }
+    e->parked[dir] = 1;
+    ev_unref(lp->ev);
+}
+
 static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
     (void)revents;
     struct nest__loop *lp = w->data;
     int dir = (w->events & EV_WRITE) ? 1 : 0;
     struct fd_entry *e = lp->fds[w->fd];
     nest_task *t = e->waiter[dir];
-    ev_io_stop(ev, w);
-    e->waiter[dir] = NULL;
-    lp->rt->nio--;
+    if (!t) { /* a parked watcher's fd is ready while nobody waits on it */
+        /* Typically its task was woken by the last poll and has not run
+         * yet.  While tasks are runnable polls do not block, so leave the
+         * watcher be; once nothing is runnable, stop it, or the fd would
+         * end every blocking poll at once until someone reads it. */
+        if (!lp->rt->runq_head) stop_watcher(lp, e, dir);
+        return;
+    }
+    end_wait(lp, e, dir);
     if (lp->guest) { /* called by the host's ev_run: between slices */
         struct nest__rt *prev = nest__rt_cur;
         nest__rt_cur = lp->rt;
@@ -156,7 +193,7 @@ void nest__loop_close(struct nest__rt *rt) {
         struct fd_entry *e = lp->fds[fd];
         if (!e) continue;
         for (int d = 0; d < 2; d++)
-            if (ev_is_active(&e->io[d])) ev_io_stop(lp->ev, &e->io[d]);
+            if (ev_is_active(&e->io[d])) stop_watcher(lp, e, d);
         nest__free(e, sizeof *e);
     }
     nest__free(lp->fds, (size_t)lp->nfds * sizeof *lp->fds);
@@ -200,14 +237,52 @@ static struct fd_entry *entry(struct nest__loop *lp, int fd) {
     return lp->fds[fd];
 }
 
-int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t) {
+/* Starting and stopping a libev watcher around every wait costs system
+ * calls: ev_io_set marks the fd as possibly naming a new file
+ * (EV__IOFDSET), and a watcher stopped and restarted across a poll changes
+ * the fd's interest twice; either way the next poll calls epoll_ctl.  That
+ * is the only safe choice for an fd nest knows nothing about: the caller
+ * may have closed it and opened another file under the same number since
+ * the last wait, and libev would otherwise skip the registration and never
+ * report it.
+ *
+ * A stable wait comes from nest's own streams, whose fds are only ever
+ * closed after nest__loop_closing (lib/sock.h's rule).  Their watcher is
+ * set up once and, when a wait ends, left active with no waiter ("parked",
+ * unreferenced so that it keeps no ev_run alive); the next wait only puts
+ * the task back.  A server that reads requests one after another on a
+ * connection thus makes no epoll_ctl at all.  If a parked fd is reported
+ * ready while nobody waits (level-triggered: data the task has not read
+ * yet) when nothing is runnable, io_cb stops the watcher, and the next wait
+ * starts it again.
+ *
+ * A stream's first wait in each direction is NEST__WATCH_FRESH: it sets
+ * the watcher up afresh even if one is parked under the same number, in
+ * case the fd's previous owner was closed where nest could not be told
+ * (outside a task).  From then on the stream's own close is what clears
+ * the entry. */
+int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t, int mode) {
+    int stable = mode != NEST__WATCH_PLAIN;
     struct nest__loop *lp = rt->loop;
     struct fd_entry *e = entry(lp, fd);
     if (!e) return -ENOMEM;
     if (e->waiter[writable]) return -EBUSY;
     ev_io *w = &e->io[writable];
-    ev_io_init(w, io_cb, fd, writable ? EV_WRITE : EV_READ);
-    w->data = lp;
+    if (e->parked[writable]) {
+        if (mode == NEST__WATCH_STABLE) { /* the common case: the watcher as it is */
+            e->parked[writable] = 0;
+            ev_ref(lp->ev);
+            e->waiter[writable] = t;
+            rt->nio++;
+            return 0;
+        }
+        stop_watcher(lp, e, writable); /* set it up afresh */
+    }
+    if (mode != NEST__WATCH_STABLE || !e->stable[writable]) {
+        ev_io_init(w, io_cb, fd, writable ? EV_WRITE : EV_READ);
+        w->data = lp;
+    }
+    e->stable[writable] = (unsigned char)stable;
     ev_io_start(lp->ev, w);
     e->waiter[writable] = t;
     rt->nio++;
@@ -217,10 +292,7 @@ int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t) {
 void nest__loop_unwatch(struct nest__rt *rt, int fd, int writable) {
     struct nest__loop *lp = rt->loop;
     if (fd >= lp->nfds || !lp->fds[fd] || !lp->fds[fd]->waiter[writable]) return;
-    struct fd_entry *e = lp->fds[fd];
-    ev_io_stop(lp->ev, &e->io[writable]);
-    e->waiter[writable] = NULL;
-    rt->nio--;
+    end_wait(lp, lp->fds[fd], writable);
 }
 
 nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable) {
@@ -230,12 +302,19 @@ nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable) {
 }
 
 void nest__loop_closing(struct nest__rt *rt, int fd) {
+    struct nest__loop *lp = rt->loop;
+    if (fd < 0 || fd >= lp->nfds || !lp->fds[fd]) return;
+    struct fd_entry *e = lp->fds[fd];
     for (int d = 0; d < 2; d++) {
-        nest_task *t = nest__loop_waiter(rt, fd, d);
-        if (!t) continue;
-        nest__loop_unwatch(rt, fd, d);
-        t->abort_fn = NULL;
-        nest__wake(rt, t, NEST_ECLOSED);
+        nest_task *t = e->waiter[d];
+        e->stable[d] = 0; /* the number may name another file from now on */
+        if (t) {
+            end_wait(lp, e, d);
+            t->abort_fn = NULL;
+            nest__wake(rt, t, NEST_ECLOSED);
+        } else if (e->parked[d]) {
+            stop_watcher(lp, e, d);
+        }
     }
 }
 

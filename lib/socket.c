@@ -102,7 +102,7 @@ static int sock_send_all(nest_stream *s, const void *buf, size_t len, size_t *se
             *sent = total;
             return nest__neg_errno();
         }
-        int rc = nest_wait_writable(fd);
+        int rc = nest__wait_stable(fd, 1, &ss->waited);
         waited = 1;
         if (op->closed || rc < 0) {
             *sent = total;
@@ -126,7 +126,7 @@ static ssize_t sock_receive_some(nest_stream *s, void *buf, size_t max, nest_str
         }
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return nest__neg_errno();
-        int rc = nest_wait_readable(fd);
+        int rc = nest__wait_stable(fd, 0, &ss->waited);
         waited = 1;
         if (op->closed || rc < 0) return rc < 0 ? rc : NEST_ECLOSED;
     }
@@ -159,6 +159,7 @@ int nest_socket_stream_init(nest_socket_stream *s, int fd) {
     nest__sock_tune(fd);
     nest_stream_init(&s->stream, &sock_vt);
     s->fd = fd;
+    s->waited = 0;
     return 0;
 }
 
@@ -170,6 +171,7 @@ void nest__socket_stream_adopt(nest_socket_stream *s, int fd, int tcp) {
     set_nosigpipe(fd);
     nest_stream_init(&s->stream, &sock_vt);
     s->fd = fd;
+    s->waited = 0;
 }
 
 int nest_stream_socket(const nest_stream *s) {

@@ -348,3 +348,114 @@ NEST_TEST(eof_already_pending_reports_readable) {
     run_children();
     CHECK_STREQ(events, "R 0 read 0");
 }
+
+/* ---- socket streams reuse their watchers (lib/evloop.c) ----------------- */
+
+/* A socket stream's waits leave its watcher active ("parked") between
+ * waits instead of re-registering the fd with the kernel each time.  These
+ * cases pin down the safety rules of that: a new stream on a reused fd
+ * number sets its watcher up afresh even if the old owner was closed
+ * behind nest's back; a parked fd that becomes readable while nobody waits
+ * does not make blocking polls return at once forever; and a parked
+ * watcher keeps no ev_run alive. */
+
+static nest_socket_stream ss_a, ss_b;
+static int peer_a, peer_b; /* the other ends */
+
+/* Makes a socket pair whose stream end is the fd number `want` (dup2). */
+static void stream_on_number(nest_socket_stream *s, int *peer, int want) {
+    int sp[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp), 0);
+    if (want >= 0 && sp[0] != want) {
+        CHECK_EQ(dup2(sp[0], want), want);
+        close(sp[0]);
+        sp[0] = want;
+    }
+    CHECK_EQ(nest_socket_stream_init(s, sp[0]), 0);
+    *peer = sp[1];
+}
+
+static int receive_one(nest_socket_stream *s) {
+    char c = 0;
+    nest_scope sc;
+    nest_fail_after(&sc, NEST_SEC(1)); /* mock clock: jumps if nothing ever comes */
+    ssize_t n = nest_stream_receive_some(&s->stream, &c, 1);
+    int rc = nest_scope_exit(&sc, n < 0 ? (int)n : 0);
+    return rc < 0 ? rc : (n == 1 ? c : -1);
+}
+
+static int send_after_quiet(void *arg) {
+    int fd = *(int *)arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    char c = 'z';
+    CHECK_EQ(write(fd, &c, 1), 1);
+    return 0;
+}
+
+static int receive_on_b(void *arg) {
+    (void)arg;
+    note("b:%d", receive_one(&ss_b));
+    return 0;
+}
+
+static int reused_number_root(void *arg) {
+    (void)arg;
+    /* Stream A waits once, so its watcher is parked under its fd number. */
+    stream_on_number(&ss_a, &peer_a, -1);
+    int number = nest_stream_socket(&ss_a.stream);
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, send_after_quiet, &peer_a), 0);
+    note("a:%d", receive_one(&ss_a));
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    /* Close A's fd behind nest's back (as closing outside a task would),
+     * then give the same number to stream B and wait on it at once, before
+     * any poll: B's first wait must register the new file. */
+    CHECK_EQ(close(number), 0);
+    close(peer_a);
+    stream_on_number(&ss_b, &peer_b, number);
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, receive_on_b, NULL), 0);
+    CHECK_EQ(nest_spawn(&n, send_after_quiet, &peer_b), 0);
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    nest_stream_close(&ss_b.stream);
+    close(peer_b);
+    return 0;
+}
+
+NEST_TEST(a_new_stream_on_a_reused_fd_number_is_registered_afresh) {
+    events[0] = 0;
+    CHECK_EQ(run_mock(reused_number_root, NULL), 0);
+    CHECK_STREQ(events, "a:122 b:122");
+}
+
+static int parked_then_data_root(void *arg) {
+    (void)arg;
+    stream_on_number(&ss_a, &peer_a, -1);
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, send_after_quiet, &peer_a), 0);
+    CHECK_EQ(receive_one(&ss_a), 'z');
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    /* A's watcher is parked; data arrives that nobody reads for a while. */
+    char c = 'y';
+    CHECK_EQ(write(peer_a, &c, 1), 1);
+    nest_runtime_stats before, after;
+    CHECK_EQ(nest_stats(&before), 0);
+    CHECK_EQ(nest_sleep(NEST_MSEC(30)), 0); /* real clock: blocking polls */
+    CHECK_EQ(nest_stats(&after), 0);
+    /* One poll sees the parked fd ready and stops its watcher; the sleep
+     * then blocks until its deadline.  A watcher left active would end
+     * every blocking poll at once: thousands of polls in 30 ms. */
+    note("polls<=4:%d", after.polls - before.polls <= 4);
+    CHECK_EQ(receive_one(&ss_a), 'y'); /* and the stream still works */
+    nest_stream_close(&ss_a.stream);
+    close(peer_a);
+    return 0;
+}
+
+NEST_TEST(a_parked_fd_with_unread_data_does_not_spin_the_loop) {
+    events[0] = 0;
+    CHECK_EQ(nest_run(parked_then_data_root, NULL), 0);
+    CHECK_STREQ(events, "polls<=4:1");
+}

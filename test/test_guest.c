@@ -526,3 +526,67 @@ NEST_TEST(a_bridge_call_inside_a_task_aborts) {
     static const char *const texts[] = {"nest_guest_call() called from inside a task", NULL};
     expect_abort(call_inside_task, texts);
 }
+
+/* ---- a socket stream's parked watcher keeps nothing alive ---------------------- */
+
+struct parked {
+    int sp[2];
+    nest_socket_stream s;
+    nest_event never;
+};
+
+static int peer_writes(void *arg) {
+    struct parked *p = arg;
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    CHECK_EQ(write(p->sp[1], "k", 1), 1);
+    return 0;
+}
+
+static int receive_then_wait(void *arg) {
+    struct parked *p = arg;
+    CHECK_EQ(nest_socket_stream_init(&p->s, p->sp[0]), 0);
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, peer_writes, p), 0);
+    char c;
+    CHECK_EQ(nest_stream_receive_some(&p->s.stream, &c, 1), 1); /* waits: parks the watcher */
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    int rc = nest_event_wait(&p->never); /* the stream stays open meanwhile */
+    nest_stream_close(&p->s.stream);
+    return rc;
+}
+
+static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)revents;
+    ++*(int *)w->data;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+NEST_TEST(an_open_stream_between_waits_keeps_the_host_loop_from_nothing) {
+    struct parked p;
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p.sp), 0);
+    nest_event_init(&p.never);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    /* An unreferenced watchdog: it keeps nothing alive itself, but fires
+     * if something else wrongly does. */
+    int barked = 0;
+    ev_timer dog;
+    ev_timer_init(&dog, watchdog_cb, 5., 0.);
+    dog.data = &barked;
+    ev_timer_start(loop, &dog);
+    ev_unref(loop);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    CHECK_EQ(nest_guest_start(loop, receive_then_wait, &p, NULL, on_done, &d, &g), 0);
+    ev_run(loop, 0); /* returns once the guest waits only for the event */
+    CHECK_EQ(barked, 0);
+    CHECK_EQ(d.calls, 0);
+    nest_guest_cancel(g);
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, -ECANCELED);
+    ev_ref(loop);
+    ev_timer_stop(loop, &dog);
+    ev_loop_destroy(loop);
+    close(p.sp[1]);
+}

@@ -163,6 +163,7 @@ NEST_API const char *nest_stream_kind(const nest_stream *s);
 typedef struct nest_socket_stream {
     nest_stream stream;
     int fd;          /* owned; -1 once closed */
+    unsigned waited; /* directions waited on (lib/socket.c) */
 } nest_socket_stream;
 
 /* Makes s a stream over the connected stream socket fd and takes ownership
