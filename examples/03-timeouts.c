@@ -46,6 +46,7 @@ static int main_task(void *arg) {
     int rc = work(NEST_SEC(1));
     rc = nest_scope_exit(&s, rc); /* -ECANCELED -> 0 */
     report("move_on_after(100 ms), 1 s work", t, rc, &s);
+    int ok = rc == 0 && nest_scope_cancelled_caught(&s); /* the outcomes described above */
 
     /* 2. The same with fail-after: the expiry is an error. */
     t = nest_now();
@@ -53,6 +54,7 @@ static int main_task(void *arg) {
     rc = work(NEST_SEC(1));
     rc = nest_scope_exit(&s, rc); /* -ECANCELED -> -ETIMEDOUT */
     report("fail_after(100 ms), 1 s work", t, rc, &s);
+    ok = ok && rc == -ETIMEDOUT;
 
     /* 3. Work that finishes in time is not affected at all. */
     t = nest_now();
@@ -60,6 +62,7 @@ static int main_task(void *arg) {
     rc = work(NEST_MSEC(50));
     rc = nest_scope_exit(&s, rc);
     report("fail_after(100 ms), 50 ms work", t, rc, &s);
+    ok = ok && rc == 0 && !nest_scope_cancel_called(&s);
 
     /* 4. Nested: the earliest deadline wins, and belongs to the outer scope. */
     printf("\nnested scopes:\n");
@@ -76,9 +79,10 @@ static int main_task(void *arg) {
     rc = work(NEST_SEC(10));
     rc = nest_scope_exit(&inner, rc); /* not its deadline: -ECANCELED passes */
     report("  inner fail_after(1 s) exits", t, rc, &inner);
+    ok = ok && rc == -ECANCELED;
     rc = nest_scope_exit(&outer, rc); /* the outer's own: absorbed, 0 */
     report("  outer move_on_after(150 ms) exits", t, rc, &outer);
-    return rc;
+    return ok && rc == 0 ? 0 : -EPROTO;
 }
 
 int main(void) {

@@ -20,10 +20,15 @@
  *     each step and a slice for each wait, named after what it waited for;
  *     arrows from each spawn; the nurseries; markers for the deadline that
  *     expired, the cancellation and the error.
+ *
+ * With --self-test (as ctest runs it) the trace goes to a temporary file
+ * instead, and the run checks that it got the expected failure and that
+ * the trace was written.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <nest.h>
@@ -96,11 +101,15 @@ static int main_task(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    const char *path = argc > 1 ? argv[1] : "trace.json";
-    FILE *trace = fopen(path, "w");
+    int self_test = argc > 1 && strcmp(argv[1], "--self-test") == 0;
+    const char *path = argc > 1 && !self_test ? argv[1] : "trace.json";
+    FILE *trace = self_test ? tmpfile() : fopen(path, "w"); /* the test leaves no file */
     if (!trace || pipe(pipefd) < 0) return 1;
     int rc = nest_run(main_task, trace);
+    long size = ftell(trace);
     fclose(trace);
-    printf("trace written to %s: open it at https://ui.perfetto.dev\n", path);
-    return rc < 0;
+    close(pipefd[0]), close(pipefd[1]);
+    if (self_test) printf("trace: %ld bytes written to a temporary file\n", size);
+    else printf("trace written to %s: open it at https://ui.perfetto.dev\n", path);
+    return rc < 0 || size <= 0;
 }

@@ -15,6 +15,9 @@
  *
  * Run it and press Ctrl-C, or pass --self-test: it raises SIGINT itself
  * after 200 ms (and SIGUSR1 after 100 ms), so it terminates on its own.
+ * nest handles SIGINT only if its disposition is the default when the run
+ * starts (a shell starts background jobs with SIGINT ignored, and nest
+ * respects that), so the self-test restores the default first.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -77,6 +80,7 @@ static int run(void *arg) {
 
 int main(int argc, char **argv) {
     self_test = argc > 1 && strcmp(argv[1], "--self-test") == 0;
+    if (self_test) signal(SIGINT, SIG_DFL);
     int rc = nest_run(run, NULL);
     printf("nest_run: %s\n", nest_err_name(rc));
     return rc == NEST_EINTERRUPTED ? 0 : 1;

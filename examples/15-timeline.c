@@ -18,8 +18,13 @@
  * Look for: grey bars (blocked, labelled with what the task waited on),
  * the red end of the failing task, and the moment its failure cut the
  * others short.
+ *
+ * With --self-test (as ctest runs it) the picture goes to a temporary file
+ * instead, and the run checks the timeline: every task recorded, "broken"
+ * failing at 200 ms, "slow" cut short at the same moment.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include <nest.h>
 
@@ -136,8 +141,22 @@ static void write_svg(FILE *f, nest_time end) {
     fprintf(f, "</svg>\n");
 }
 
+/* The self-test's check: the mock clock makes these times exact. */
+static int timeline_as_expected(void) {
+    int ok = nrows == 5; /* the root task, fast, slow, broken, cleanup */
+    for (int i = 0; i < nrows; i++) {
+        const char *name = rows[i].name;
+        if (strcmp(name, "broken") == 0) ok = ok && rows[i].died == NEST_MSEC(200);
+        if (strcmp(name, "slow") == 0)
+            ok = ok && rows[i].died == NEST_MSEC(200) && rows[i].rc == -ECANCELED;
+        if (strcmp(name, "fast") == 0) ok = ok && rows[i].died == NEST_MSEC(100) && rows[i].rc == 0;
+    }
+    return ok;
+}
+
 int main(int argc, char **argv) {
-    const char *path = argc > 1 ? argv[1] : "timeline.svg";
+    int self_test = argc > 1 && strcmp(argv[1], "--self-test") == 0;
+    const char *path = argc > 1 && !self_test ? argv[1] : "timeline.svg";
     nest_run_options o;
     nest_run_options_init(&o);
     o.clock = NEST_CLOCK_MOCK; /* virtual time: exact and instant */
@@ -149,10 +168,15 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nrows; i++)
         printf("%-8s %4lld .. %4lld ms  %s\n", rows[i].name, (long long)(rows[i].born / NEST_MSEC(1)),
                (long long)(rows[i].died / NEST_MSEC(1)), nest_err_name(rows[i].rc));
-    FILE *f = fopen(path, "w");
+    FILE *f = self_test ? tmpfile() : fopen(path, "w"); /* the test leaves no file */
     if (!f) return perror(path), 1;
     write_svg(f, end > 0 ? end : 1);
     fclose(f);
+    if (self_test) {
+        int ok = rc == -ECONNRESET && timeline_as_expected();
+        printf("job: %s; timeline %s\n", nest_err_name(rc), ok ? "as expected: ok" : "WRONG");
+        return !ok;
+    }
     printf("job: %s; picture written to %s\n", nest_err_name(rc), path);
     return rc == -ECONNRESET ? 0 : 1;
 }
