@@ -22,6 +22,7 @@
 #include "nest/net.h"
 #include "nest/thread.h"
 #include "nest/signal.h"
+#include "nest/process.h"
 #include "nest/guest.h"
 #include "nest/sync.h"
 #include "nest/chan.h"

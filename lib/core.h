@@ -310,6 +310,12 @@ void nest__loop_poll(struct nest__rt *rt, nest_time timeout);
  * first wait in that direction, which sets the watcher up afresh. */
 enum { NEST__WATCH_PLAIN, NEST__WATCH_STABLE, NEST__WATCH_FRESH };
 int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t, int mode);
+/* fd.c: the fd wait behind nest_wait_readable/writable, parked as block
+ * kind `kind` on obj (what dumps show, e.g. NEST__BLOCK_PROCESS and a
+ * pid); `what` names the caller in the outside-a-task abort.  A
+ * checkpoint; returns 0, -ECANCELED, NEST_ECLOSED, -EBADF, -EBUSY, -ENOMEM. */
+int nest__wait_fd_as(int fd, int writable, int mode, int kind, const void *obj,
+                     const char *what);
 void nest__loop_unwatch(struct nest__rt *rt, int fd, int writable);
 void nest__loop_closing(struct nest__rt *rt, int fd);
 nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable);

@@ -14,7 +14,8 @@ static int abort_fd(nest_task *t) {
     return 0;
 }
 
-static int wait_fd(int fd, int writable, int mode, const char *what) {
+int nest__wait_fd_as(int fd, int writable, int mode, int kind, const void *obj,
+                     const char *what) {
     nest_task *t = nest__task_self(what);
     struct nest__rt *rt = nest__rt_cur;
     if (nest__cancelled_at(t->cur)) return -ECANCELED;
@@ -23,8 +24,12 @@ static int wait_fd(int fd, int writable, int mode, const char *what) {
     if (rc < 0) return rc;
     t->wake_val = fd << 1 | writable;
     rt->nfdwaits++;
-    return nest__park_on(rt, t, abort_fd, writable ? NEST__BLOCK_WRITE : NEST__BLOCK_READ,
-                         (const void *)(intptr_t)fd);
+    return nest__park_on(rt, t, abort_fd, kind, obj);
+}
+
+static int wait_fd(int fd, int writable, int mode, const char *what) {
+    return nest__wait_fd_as(fd, writable, mode, writable ? NEST__BLOCK_WRITE : NEST__BLOCK_READ,
+                            (const void *)(intptr_t)fd, what);
 }
 
 int nest_wait_readable(int fd) { return wait_fd(fd, 0, NEST__WATCH_PLAIN, "nest_wait_readable"); }
