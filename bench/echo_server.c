@@ -3,7 +3,7 @@
  * per connection: the peers' echo benchmark (../shared/peers/README.md,
  * "echo"; same protocol as peers/src/libev/echo_server.c).
  *
- *     bench_echo_server PORT [SECONDS]
+ *     bench_echo_server PORT [SECONDS] [THREADS]
  *
  * Listens on 127.0.0.1:PORT with nest_serve_tcp (SO_REUSEADDR, default
  * backlog), prints READY once listening, and runs each connection's
@@ -17,6 +17,11 @@
  *
  * (build loadclient from ../shared/peers/src/libev/loadclient.c with
  * gcc -O2 ... -lev, outside the repository).
+ *
+ * With THREADS >= 1 the same handler is served by nest_serve_tcp_threads:
+ * THREADS threads, each with its own runtime and its own SO_REUSEPORT
+ * listener on PORT (0 for SECONDS: until killed).  Pin it to as many CPUs
+ * as it has threads (taskset -c 0,1) to compare with the one-thread server.
  */
 #include "bench.h" /* first: it defines _GNU_SOURCE */
 
@@ -33,10 +38,11 @@ static int echo(nest_stream *s, void *arg) {
     }
 }
 
-static int port, seconds;
+static int port, seconds, threads;
 
 static int server(void *arg) {
     (void)arg;
+    if (threads > 0) return nest_serve_tcp_threads(threads, port, "127.0.0.1", echo, NULL, NULL);
     return nest_serve_tcp(port, "127.0.0.1", echo, NULL, NULL);
 }
 
@@ -59,11 +65,12 @@ static int main_task(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PORT [SECONDS]\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT [SECONDS] [THREADS]\n", argv[0]);
         return 2;
     }
     port = atoi(argv[1]);
     seconds = argc > 2 ? atoi(argv[2]) : 0;
+    threads = argc > 3 ? atoi(argv[3]) : 0;
     int rc = nest_run(main_task, NULL);
     if (rc < 0) fprintf(stderr, "bench_echo_server: %s\n", nest_strerror(rc));
     return rc < 0;

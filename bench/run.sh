@@ -19,6 +19,8 @@
 #                       the libdill rows are skipped without it
 #   LIBDILL_NOGUARD_PREFIX  the same built with CFLAGS=-DDILL_NOGUARD (optional)
 #   MILLION=0           skip the 1,000,000-task sleepers run
+#   IDLE=0              skip bench_idle_conns (idle TCP connections; N is
+#                       capped to the hard RLIMIT_NOFILE when it cannot rise)
 #   REPORT_ONLY=1       only print the table again from $SCRATCH/results.tsv
 # Needs: cmake, gcc, libev-dev; for the peers also golang-go and GNU time
 # (apt-get install golang-go time).  Python peers (trio, uvloop) are not run
@@ -33,14 +35,16 @@ SCRATCH=${SCRATCH:-/tmp/nest-bench}
 PEERS=${PEERS:-1}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 MILLION=${MILLION:-1}
+IDLE=${IDLE:-1}
 TIME=/usr/bin/time
 
 N_SPAWN=100000
 N_SWITCH=1000000
 N_SLEEP=100000
 N_TMO=1000000
+N_IDLE=100000
 if [ "$QUICK" = 1 ]; then
-    N_SPAWN=10000; N_SWITCH=100000; N_SLEEP=10000; N_TMO=100000; MILLION=0
+    N_SPAWN=10000; N_SWITCH=100000; N_SLEEP=10000; N_TMO=100000; MILLION=0; N_IDLE=2000
 fi
 
 mkdir -p "$SCRATCH"
@@ -183,6 +187,10 @@ for rep in $(seq 1 "$REPS"); do
         log "rep $rep/$REPS: sleepers million (N=1,000,000, 0..1000 ms)"
         run_nest sleepers million "$rep" "$NB/bench_sleepers" million reps=1
     fi
+    if [ "$IDLE" = 1 ]; then
+        log "rep $rep/$REPS: idle_conns (N=$N_IDLE idle TCP connections, tasks and raw baselines)"
+        run_nest idle_conns - "$rep" "$NB/bench_idle_conns" $N_IDLE reps=1
+    fi
 done
 T1=$(date +%s)
 log "benchmarks took $((T1 - T0)) s; raw rows in $TSV"
@@ -315,6 +323,19 @@ if vals("sleepers", "nest", "million", "wall_ms_median") or errors.get(("sleeper
     row("1,000,000 sleepers: ms past 1000 ms (wall − 1000)", "sleepers", "million", "overhead_ms_median", "—", {})
     row("1,000,000 sleepers: RSS KiB/task", "sleepers", "million", "rss_per_task_kib_median", "—", {})
     row("1,000,000 sleepers: peak tasks alive", "sleepers", "million", "max_alive_median", "—", {})
+if vals("idle_conns", "nest", "-", "n") or errors.get(("idle_conns", "nest", "-")):
+    n_idle = med("idle_conns", "nest", "-", "n")
+    ni = f"{n_idle:,.0f}" if n_idle else "N"
+    row(f"{ni} idle TCP conns, each in receive under its own deadline: server RSS B/conn", "idle_conns", "-",
+        "sockets_rss_b_per_conn_median", "—", {})
+    row(f"… baseline: {ni} tasks parked under a deadline, RSS B/task", "idle_conns", "-", "tasks_rss_b_per_task_median", "—", {})
+    row(f"… kernel slab growth per connection (both ends), B", "idle_conns", "-", "sockets_slab_b_per_pair_median", "—", {})
+    row(f"… accept all {ni} (client in another process), ms", "idle_conns", "-", "sockets_accept_ms_median", "—", {})
+    row(f"… raw accept4 loop, same client, ms", "idle_conns", "-", "raw_accept_ms_median", "—", {})
+    row(f"… cancel all: nursery cancel → every task closed its socket → serve returned, ms", "idle_conns", "-",
+        "sockets_cancel_ms_median", "—", {})
+    row(f"… raw close(2) loop over the same sockets, ms", "idle_conns", "-", "raw_close_ms_median", "—", {})
+    row(f"… tasks baseline: cancel {ni} parked tasks, ms", "idle_conns", "-", "tasks_cancel_ms_median", "—", {})
 if vals("spawn_join", "libdill-noguard", "-", "ns_per_task"):
     print()
     print(f"libdill -DDILL_NOGUARD: spawn_join {cell('spawn_join', 'libdill-noguard', '-', 'ns_per_task')} ns/task; "

@@ -1,7 +1,7 @@
 /*
  * bench/to_thread.c - the cost of a nest_to_thread() round trip.
  *
- *     bench_to_thread [CALLS=20000] [TASKS=1] [reps=K]
+ *     bench_to_thread [CALLS=20000] [TASKS=1] [BLOCK_US=0] [reps=K]
  *
  * TASKS tasks each call nest_to_thread() with a function that returns at
  * once, CALLS / TASKS times.  The figure is wall time per call
@@ -11,6 +11,12 @@
  * eventfd), the scheduler wakes from epoll, reaps the job and switches
  * back to the task.  With several tasks the jobs overlap on up to 40
  * workers, and the figure is throughput, not latency.
+ *
+ * With BLOCK_US > 0 the function sleeps that long (usleep) instead of
+ * returning at once: a job that blocks, for which spinning cannot help.
+ * cpu_ns_per_call is the process's CPU time (user + system, every thread)
+ * per call over the timed region, which shows what the bounded spins of
+ * lib/thread.c cost when they miss.
  *
  * Also reported: the token round trip (token_ns_per_call), where another
  * thread calls nest_token_run() with a function that returns at once, so
@@ -22,15 +28,30 @@
 #include "bench.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "nest/thread.h"
 
-static long calls, tasks;
-static int64_t t_start, t_end;
+static long calls, tasks, block_us;
+static int64_t t_start, t_end, cpu_start, cpu_end;
 
 static int nothing(void *arg) {
     (void)arg;
+    if (block_us > 0) usleep((useconds_t)block_us);
     return 1;
+}
+
+static int at_once(void *arg) {
+    (void)arg;
+    return 1;
+}
+
+static int64_t cpu_ns(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+           ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
 }
 
 static int caller(void *arg) {
@@ -47,11 +68,13 @@ static int root(void *arg) {
     (void)arg;
     bench_check(nest_to_thread(nothing, NULL, NULL, 0), "nest_to_thread"); /* warm-up */
     t_start = bench_now_ns();
+    cpu_start = cpu_ns();
     nest_nursery n;
     nest_nursery_open(&n);
     for (long i = 0; i < tasks; i++) bench_check(nest_spawn(&n, caller, NULL), "nest_spawn");
     int rc = nest_nursery_close(&n, 0);
     t_end = bench_now_ns();
+    cpu_end = cpu_ns();
     return rc;
 }
 
@@ -61,7 +84,7 @@ static void *token_caller(void *arg) {
     (void)arg;
     for (long i = 0; i < calls; i++) {
         int r = 0;
-        bench_check(nest_token_run(tok, nothing, NULL, &r), "nest_token_run");
+        bench_check(nest_token_run(tok, at_once, NULL, &r), "nest_token_run");
     }
     return NULL;
 }
@@ -87,21 +110,25 @@ int main(int argc, char **argv) {
     bench_parse(&a, argc, argv);
     calls = bench_count(&a, 0, 20000);
     tasks = bench_count(&a, 1, 1);
-    if (calls < 1 || tasks < 1 || tasks > calls) {
-        fprintf(stderr, "usage: bench_to_thread [CALLS] [TASKS] [reps=K]\n");
+    block_us = bench_count(&a, 2, 0);
+    if (calls < 1 || tasks < 1 || tasks > calls || block_us < 0) {
+        fprintf(stderr, "usage: bench_to_thread [CALLS] [TASKS] [BLOCK_US] [reps=K]\n");
         return 2;
     }
-    double v[BENCH_MAX_REPS], tv[BENCH_MAX_REPS];
+    double v[BENCH_MAX_REPS], cv[BENCH_MAX_REPS], tv[BENCH_MAX_REPS];
     for (int r = 0; r < a.reps; r++) {
         bench_check(nest_run(root, NULL), "nest_run");
         v[r] = (double)(t_end - t_start) / (double)(calls / tasks * tasks);
+        cv[r] = (double)(cpu_end - cpu_start) / (double)(calls / tasks * tasks);
         bench_check(nest_run(token_root, NULL), "nest_run");
         tv[r] = (double)(t_end - t_start) / (double)calls;
-        printf("rep=%d calls=%ld tasks=%ld ns_per_call=%.1f token_ns_per_call=%.1f\n", r + 1, calls,
-               tasks, v[r], tv[r]);
+        printf("rep=%d calls=%ld tasks=%ld block_us=%ld ns_per_call=%.1f cpu_ns_per_call=%.1f "
+               "token_ns_per_call=%.1f\n",
+               r + 1, calls, tasks, block_us, v[r], cv[r], tv[r]);
     }
-    printf("summary calls=%ld tasks=%ld", calls, tasks);
+    printf("summary calls=%ld tasks=%ld block_us=%ld", calls, tasks, block_us);
     bench_print_stats("ns_per_call", v, a.reps, 1);
+    bench_print_stats("cpu_ns_per_call", cv, a.reps, 1);
     bench_print_stats("token_ns_per_call", tv, a.reps, 1);
     printf("\n");
     return 0;

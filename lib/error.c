@@ -22,6 +22,7 @@ static const struct {
     {NEST_EEND, "NEST_EEND", "End of channel"},
     {NEST_ELAGGED, "NEST_ELAGGED", "Receiver fell behind; items were dropped"},
     {NEST_EINTERRUPTED, "NEST_EINTERRUPTED", "Interrupted by Ctrl-C (SIGINT)"},
+    {NEST_ENONAME, "NEST_ENONAME", "No such host name"},
     {-ECANCELED, "ECANCELED", "Operation cancelled"},
     {-ETIMEDOUT, "ETIMEDOUT", "Timed out"},
     {-ENOMEM, "ENOMEM", "Out of memory"},

@@ -124,7 +124,7 @@ int nest_tcp_listen(const char *host, int port, const nest_listen_options *o, ne
     }
     if (max == 0 || port < 0 || port > 65535) return -EINVAL;
     nest_sockaddr addrs[NEST_LISTEN_MAX];
-    nest_resolve_fn resolve = o->resolve ? o->resolve : nest_resolve_numeric;
+    nest_resolve_fn resolve = o->resolve ? o->resolve : nest_resolve_system;
     int n = resolve(o->resolve_arg, host, port, AF_UNSPEC, NEST_RESOLVE_PASSIVE, addrs,
                     NEST_LISTEN_MAX);
     if (n < 0) return n;

@@ -2,16 +2,19 @@
  * lib/tcp.c - connecting: nest_tcp_connect() with Happy Eyeballs
  * (RFC 8305), and the default connection attempt.
  *
- * The design (design/10-io-and-sockets.md has the reasoning) is Trio's
- * open_tcp_stream: the addresses are interleaved by family; the calling
- * task opens a nursery and, as the nursery's body, starts one attempt task
- * after another, waiting between two starts until the latest attempt fails
- * or `delay` passes.  The first attempt that connects records its socket
- * and cancels the nursery, which cancels the other attempts (each closes
- * its own socket) and the body's wait.  Closing the nursery waits for all
- * of them, so when nest_tcp_connect returns no attempt is running and no
- * socket but the winner's is open.  An outer cancellation reaches every
- * attempt the same way, and the winner, if any, is closed too.
+ * The host is resolved first, by default with nest_resolve_system()
+ * (lib/addr.c: names are looked up on the thread pool, and a cancellation
+ * abandons the lookup).  The design (design/10-io-and-sockets.md has the
+ * reasoning) is Trio's open_tcp_stream: the addresses are interleaved by
+ * family; the calling task opens a nursery and, as the nursery's body,
+ * starts one attempt task after another, waiting between two starts until
+ * the latest attempt fails or `delay` passes.  The first attempt that
+ * connects records its socket and cancels the nursery, which cancels the
+ * other attempts (each closes its own socket) and the body's wait.  Closing
+ * the nursery waits for all of them, so when nest_tcp_connect returns no
+ * attempt is running and no socket but the winner's is open.  An outer
+ * cancellation reaches every attempt the same way, and the winner, if any,
+ * is closed too.
  *
  * Invariants:
  *  - st->winner_fd is -1 until the first success; a later success (two
@@ -213,7 +216,7 @@ int nest_tcp_connect(const char *host, int port, const nest_connect_options *o,
     }
     if (!host || port < 0 || port > 65535) return -EINVAL;
     nest_sockaddr addrs[NEST_CONNECT_MAX_ADDRS];
-    nest_resolve_fn resolve = o->resolve ? o->resolve : nest_resolve_numeric;
+    nest_resolve_fn resolve = o->resolve ? o->resolve : nest_resolve_system;
     int n = resolve(o->resolve_arg, host, port, o->family, 0, addrs, NEST_CONNECT_MAX_ADDRS);
     if (n < 0) return n;
     if (n == 0) return -EADDRNOTAVAIL;

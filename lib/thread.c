@@ -12,15 +12,25 @@
  *    the allocator hook never runs on a worker), and is owned by the pool,
  *    not by the waiting task: an abandoned job may outlive its task.
  *  - A job is in exactly one place: the queue (QUEUED), a worker (RUNNING),
- *    or the done list (DONE) until the runtime reaps it.  rt->nforeign
+ *    or, once DONE, the done list until the runtime reaps it - or, if its
+ *    caller spins for it (job->spinning, under mu), that caller, which takes
+ *    it back itself and is never woken through the loop.  rt->nforeign
  *    counts jobs submitted and not yet reaped or withdrawn: while it is not
  *    zero the runtime is not deadlocked and the loop's async watcher is
  *    referenced, so that a blocking poll waits for the completion.
  *  - At most pool->limit jobs run at once; queued jobs start in FIFO order.
+ *  - Ownership of arg: the caller keeps it unless the call returns
+ *    -ECANCELED; then, if the job has a release function, the pool calls
+ *    release(arg) exactly once, on the runtime's thread, after fn returned
+ *    (or at once if fn never ran): in reap(), from the scheduler's poll or,
+ *    for a job finishing while nest_run ends, from nest__thread_close after
+ *    the workers are joined.  So an abandoned job's buffers are freed
+ *    through the allocator hook on the runtime's thread, never on a worker.
+ *  - Spinning is bounded (WORKER_SPIN, CALLER_SPIN): an idle pool sleeps.
  *  - Workers never call into the runtime except nest__loop_wakeup()
- *    (ev_async_send, thread-safe) after setting rt->foreign_req; the
- *    scheduler sees the flag at its next pass (nest__foreign_drain) and
- *    wakes the tasks.  nest_run joins every worker before it closes the
+ *    (ev_async_send, thread-safe, after mu is released) after setting
+ *    rt->foreign_req; the scheduler sees the flag at its next pass
+ *    (nest__foreign_drain) and wakes the tasks.  nest_run joins every worker before it closes the
  *    loop (nest__thread_close), so no worker outlives what it touches.
  */
 #define _GNU_SOURCE
@@ -36,14 +46,16 @@
 enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
 struct job {
-    struct job *next; /* mu: in the queue or the done list */
-    int state;        /* mu: enum JOB_* */
+    struct job *next;  /* mu: in the queue or the done list */
+    _Atomic int state; /* enum JOB_*; written under mu, read by a spinning caller */
     int (*fn)(void *);
     void *arg;
-    int rc;          /* mu: fn's result once DONE */
-    nest_task *task; /* the waiting task; NULL once abandoned */
-    int *result;     /* where to store rc (the task's memory) */
-    int cancelled;   /* wait mode: cancellation was refused */
+    void (*release)(void *); /* called with arg when the caller gives it up */
+    int rc;                  /* mu: fn's result once DONE */
+    nest_task *task;         /* the waiting task; NULL once abandoned */
+    int *result;             /* where to store rc (the task's memory) */
+    int cancelled;           /* wait mode: cancellation was refused */
+    int spinning;            /* mu: the caller spins for it: leave it off the done list */
 };
 
 struct worker {
@@ -63,12 +75,61 @@ struct pool {
     int limit;                    /* mu: jobs run at once at most */
     int nworkers;                 /* mu: live workers */
     int nidle;                    /* mu: live workers without a job */
+    int nspinning;                /* mu: idle workers spinning, not asleep */
     int running;                  /* mu: RUNNING jobs */
     int queued;                   /* mu: QUEUED jobs */
+    _Atomic int pending;          /* queued, for spinning workers (stored under mu) */
     int closing;                  /* mu: nest_run is ending */
     unsigned long long completed; /* mu */
     nest_time idle_timeout;
+    unsigned spin_skip, spin_skipped; /* runtime thread: the caller's spin back-off */
 };
+
+/* ---- bounded spinning ----------------------------------------------------
+ *
+ * A round trip through the pool is two cross-thread wake-ups (the worker's
+ * condition variable, the runtime's epoll_wait), and on a virtual machine
+ * each costs a sleeping vCPU's wake-up: 10-50 us.  For short jobs both sides
+ * spin briefly instead: a worker that finished a job watches the queue for
+ * WORKER_SPIN before it sleeps, and a caller with nothing else to run
+ * watches its job for CALLER_SPIN before it parks (see nest_to_thread).
+ * Both spins are bounded, so an idle pool sleeps after at most
+ * WORKER_SPIN of CPU per job. */
+#define WORKER_SPIN NEST_USEC(20)
+#define CALLER_SPIN NEST_USEC(20)
+#define CALLER_SPIN_SKIP_MAX 63u /* chances skipped after misses: fn is slow */
+#define CALLER_SPIN_SKIP_CPU 7u  /* ... the job did not even start */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static nest_time mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (nest_time)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spins until *word is at least want or `budget` has passed; returns
+ * whether it got there.  Reads the clock once per 32 pauses. */
+static int spin_for(_Atomic int *word, int want, nest_time budget) {
+    nest_time until = 0;
+    for (unsigned i = 0;; i++) {
+        if (atomic_load_explicit(word, memory_order_acquire) >= want) return 1;
+        cpu_relax();
+        if ((i & 31) == 31) {
+            nest_time now = mono_now();
+            if (!until)
+                until = now + budget;
+            else if (now >= until)
+                return 0;
+        }
+    }
+}
 
 static void *worker_main(void *p);
 
@@ -95,25 +156,47 @@ static int workers_wanted(const struct pool *pl) {
     return more > 0 ? more : 0;
 }
 
+/* mu held.  Whether a worker may take the queue's head now. */
+static int can_start(const struct pool *pl) { return pl->q_head && pl->running < pl->limit; }
+
+/* mu held.  Removes and returns the queue's head. */
+static struct job *dequeue(struct pool *pl) {
+    struct job *j = pl->q_head;
+    pl->q_head = j->next;
+    if (!pl->q_head) pl->q_tail = NULL;
+    pl->queued--;
+    atomic_store_explicit(&pl->pending, pl->queued, memory_order_relaxed);
+    return j;
+}
+
+/* mu held, returns with mu held.  Waits for a job the worker may start, or
+ * until closing or the idle timeout: spins first, then sleeps on cv.
+ * Returns whether there is one. */
+static int wait_for_job(struct pool *pl) {
+    if (!can_start(pl) && !pl->closing) {
+        pl->nspinning++;
+        pthread_mutex_unlock(&pl->mu);
+        spin_for(&pl->pending, 1, WORKER_SPIN);
+        pthread_mutex_lock(&pl->mu);
+        pl->nspinning--;
+    }
+    struct timespec until;
+    nest_time t = mono_now() + pl->idle_timeout;
+    until.tv_sec = (time_t)(t / 1000000000);
+    until.tv_nsec = (long)(t % 1000000000);
+    int timed_out = 0;
+    while (!can_start(pl) && !pl->closing && !timed_out)
+        timed_out = pthread_cond_timedwait(&pl->cv, &pl->mu, &until) != 0;
+    return can_start(pl);
+}
+
 static void *worker_main(void *p) {
     struct worker *w = p;
     struct pool *pl = w->pool;
     struct nest__rt *rt = pl->rt;
     pthread_mutex_lock(&pl->mu);
-    for (;;) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        nest_time t = (nest_time)until.tv_sec * 1000000000 + until.tv_nsec + pl->idle_timeout;
-        until.tv_sec = (time_t)(t / 1000000000);
-        until.tv_nsec = (long)(t % 1000000000);
-        int timed_out = 0;
-        while (!(pl->q_head && pl->running < pl->limit) && !pl->closing && !timed_out)
-            timed_out = pthread_cond_timedwait(&pl->cv, &pl->mu, &until) != 0;
-        if (!(pl->q_head && pl->running < pl->limit)) break; /* closing or idle too long */
-        struct job *j = pl->q_head;
-        pl->q_head = j->next;
-        if (!pl->q_head) pl->q_tail = NULL;
-        pl->queued--;
+    while (wait_for_job(pl)) {
+        struct job *j = dequeue(pl);
         j->state = JOB_RUNNING;
         pl->running++;
         pl->nidle--;
@@ -121,22 +204,31 @@ static void *worker_main(void *p) {
         int rc = j->fn(j->arg);
         pthread_mutex_lock(&pl->mu);
         j->rc = rc;
-        j->state = JOB_DONE;
-        j->next = NULL;
-        if (pl->d_tail)
-            pl->d_tail->next = j;
-        else
-            pl->d_head = j;
-        pl->d_tail = j;
         pl->running--;
         pl->nidle++;
         pl->completed++;
-        /* Why under mu: nest__thread_close sets closing and then joins, so
-         * the loop cannot be closed while a worker that holds mu wakes it. */
-        atomic_store_explicit(&rt->foreign_req, 1, memory_order_release);
-        nest__loop_wakeup(rt);
+        int wake = !j->spinning;
+        if (wake) { /* for reap(); a spinning caller takes it itself */
+            j->next = NULL;
+            if (pl->d_tail)
+                pl->d_tail->next = j;
+            else
+                pl->d_head = j;
+            pl->d_tail = j;
+        }
+        atomic_store_explicit(&j->state, JOB_DONE, memory_order_release);
+        pthread_mutex_unlock(&pl->mu); /* j may be freed from here on */
+        if (wake) {
+            /* Outside mu, so that the woken runtime does not block on it at
+             * once.  Safe: nest__thread_close joins this thread before the
+             * loop is closed, and the wake-up comes before the join. */
+            atomic_store_explicit(&rt->foreign_req, 1, memory_order_release);
+            nest__loop_wakeup(rt);
+        }
+        pthread_mutex_lock(&pl->mu);
     }
-    /* Exit: move to the dead list, which the runtime joins. */
+    /* Exit (closing or idle too long): move to the dead list, which the
+     * runtime joins. */
     if (w->prev)
         w->prev->next = w->next;
     else
@@ -196,7 +288,16 @@ static void join_dead(struct worker *dead) {
     }
 }
 
-/* Hands finished jobs to their tasks.  Runtime thread. */
+/* Frees a job record that is no longer in any list, first handing arg to
+ * release if the caller gave it up (release_arg).  Runtime thread. */
+static void job_free(struct nest__rt *rt, struct job *j, int release_arg) {
+    if (release_arg && j->release) j->release(j->arg);
+    nest__free(j, sizeof *j);
+    foreign_done(rt);
+}
+
+/* Hands finished jobs to their tasks; releases the arguments of abandoned
+ * ones.  Runtime thread. */
 static void reap(struct nest__rt *rt, struct pool *pl) {
     pthread_mutex_lock(&pl->mu);
     struct job *j = pl->d_head;
@@ -207,13 +308,13 @@ static void reap(struct nest__rt *rt, struct pool *pl) {
     join_dead(dead);
     while (j) {
         struct job *next = j->next;
+        int gave_up = !j->task || j->cancelled; /* the call returns -ECANCELED */
         if (j->task) {
             if (j->result) *j->result = j->rc;
             j->task->wake_ptr = NULL;
             nest__wake(rt, j->task, j->cancelled ? -ECANCELED : 0);
         }
-        nest__free(j, sizeof *j);
-        foreign_done(rt);
+        job_free(rt, j, gave_up);
         j = next;
     }
 }
@@ -244,13 +345,13 @@ static int abort_job(nest_task *t) {
             pl->q_head = j->next;
         if (pl->q_tail == j) pl->q_tail = prev;
         pl->queued--;
+        atomic_store_explicit(&pl->pending, pl->queued, memory_order_relaxed);
         pthread_mutex_unlock(&pl->mu);
-        nest__free(j, sizeof *j);
-        foreign_done(rt);
+        job_free(rt, j, 1);
         return 0;
     }
     pthread_mutex_unlock(&pl->mu);
-    if (t->wake_val & NEST_THREAD_ABANDON) { /* the pool frees it when it finishes */
+    if (t->wake_val & NEST_THREAD_ABANDON) { /* reap() frees it when it finishes */
         j->task = NULL;
         j->result = NULL;
         return 0;
@@ -259,11 +360,57 @@ static int abort_job(nest_task *t) {
     return 1;
 }
 
-int nest_to_thread(int (*fn)(void *arg), void *arg, int *result, unsigned flags) {
+/* The caller spins for its job (see "bounded spinning") only when no other
+ * task is runnable - the runtime would go idle anyway - and a worker is
+ * spinning, free for this job: that worker is on a CPU and starts the job
+ * at once, whereas waking a sleeping one takes longer than the spin.  And
+ * not while recent spins kept missing: a job that blocks (a file read, a
+ * lookup) or a worker that lost its CPU to other processes would only waste
+ * the spin.  After a miss the next 1, 3, 7, ... such chances are skipped (up
+ * to 63 when fn was still running, 7 when the job had not even started: a
+ * busy machine changes quickly); a hit resets the back-off. */
+/* mu held. */
+static int caller_should_spin(struct nest__rt *rt, struct pool *pl) {
+    if (rt->runq_head || pl->nspinning <= pl->queued || pl->running + pl->queued >= pl->limit)
+        return 0;
+    if (pl->spin_skipped < pl->spin_skip) {
+        pl->spin_skipped++;
+        return 0;
+    }
+    pl->spin_skipped = 0;
+    return 1;
+}
+
+/* The spin of nest_to_thread: returns 1 if the job finished and was taken
+ * back (its result stored and its record freed), else 0 with the job left
+ * for reap().  Runtime thread, mu not held. */
+static int caller_spin(struct nest__rt *rt, struct pool *pl, struct job *j, int *result) {
+    spin_for(&j->state, JOB_DONE, CALLER_SPIN);
+    pthread_mutex_lock(&pl->mu);
+    int state = j->state; /* decided under mu: see worker_main */
+    if (state != JOB_DONE) j->spinning = 0;
+    pthread_mutex_unlock(&pl->mu);
+    if (state != JOB_DONE) { /* fn is slow, or the worker lost its CPU */
+        unsigned max = state == JOB_RUNNING ? CALLER_SPIN_SKIP_MAX : CALLER_SPIN_SKIP_CPU;
+        pl->spin_skip = pl->spin_skip * 2 + 1;
+        if (pl->spin_skip > max) pl->spin_skip = max;
+        return 0;
+    }
+    pl->spin_skip = 0;
+    if (result) *result = j->rc;
+    job_free(rt, j, 0);
+    return 1;
+}
+
+int nest_to_thread_owned(int (*fn)(void *arg), void *arg, void (*release)(void *arg),
+                         int *result, unsigned flags) {
     nest_task *self = nest__task_self("nest_to_thread");
     struct nest__rt *rt = nest__rt_cur;
     if (!fn || (flags & ~(unsigned)NEST_THREAD_ABANDON)) return -EINVAL;
-    if (nest__cancelled_at(self->cur)) return -ECANCELED;
+    if (nest__cancelled_at(self->cur)) {
+        if (release) release(arg); /* -ECANCELED: the call took arg */
+        return -ECANCELED;
+    }
     struct pool *pl = pool_get(rt);
     if (!pl) return -ENOMEM;
     struct job *j = nest__alloc(sizeof *j);
@@ -276,16 +423,19 @@ int nest_to_thread(int (*fn)(void *arg), void *arg, int *result, unsigned flags)
     memset(j, 0, sizeof *j);
     j->fn = fn;
     j->arg = arg;
+    j->release = release;
     j->task = self;
     j->result = result;
     j->state = JOB_QUEUED;
     pthread_mutex_lock(&pl->mu);
+    j->spinning = caller_should_spin(rt, pl);
     if (pl->q_tail)
         pl->q_tail->next = j;
     else
         pl->q_head = j;
     pl->q_tail = j;
     pl->queued++;
+    atomic_store_explicit(&pl->pending, pl->queued, memory_order_release);
     if (workers_wanted(pl) > 0) {
         int rc = spawn_worker(pl, w);
         if (rc < 0) {
@@ -293,6 +443,7 @@ int nest_to_thread(int (*fn)(void *arg), void *arg, int *result, unsigned flags)
             if (pl->nworkers == 0) { /* nobody would ever run it */
                 pl->q_head = pl->q_tail = NULL;
                 pl->queued = 0;
+                atomic_store_explicit(&pl->pending, 0, memory_order_relaxed);
                 pthread_mutex_unlock(&pl->mu);
                 nest__free(j, sizeof *j);
                 return -EAGAIN;
@@ -300,12 +451,26 @@ int nest_to_thread(int (*fn)(void *arg), void *arg, int *result, unsigned flags)
         }
         w = NULL;
     }
-    pthread_cond_signal(&pl->cv);
+    /* A spinning worker will see the job without a signal; a signal would
+     * wake a sleeping one for nothing. */
+    if (pl->queued > pl->nspinning) pthread_cond_signal(&pl->cv);
     pthread_mutex_unlock(&pl->mu);
     if (w) nest__free(w, sizeof *w);
     foreign_add(rt);
+    if (j->spinning && caller_spin(rt, pl, j, result)) {
+        /* Finished while nothing else could run.  Still yield once, as a
+         * call that blocked would have: the scheduler polls I/O and other
+         * tasks get their turn.  No cancellation can have arrived: nothing
+         * ran since the check above. */
+        nest__yield(rt, self);
+        return 0;
+    }
     self->wake_val = (int)flags; /* abort_job reads the mode here */
     return nest__park_on(rt, self, abort_job, NEST__BLOCK_THREAD, j);
+}
+
+int nest_to_thread(int (*fn)(void *arg), void *arg, int *result, unsigned flags) {
+    return nest_to_thread_owned(fn, arg, NULL, result, flags);
 }
 
 int nest_thread_set_limit(int n) {
@@ -418,6 +583,7 @@ struct nest_token {
     int refs;
     int closed;               /* nest_run has ended (or is ending) */
     struct nest__rt *rt;      /* valid while !closed */
+    pthread_t rt_thread;      /* the thread that runs rt */
     struct treq *head, *tail; /* pending requests, FIFO */
     int rt_counted;           /* runtime thread only: counted in nforeign */
 };
@@ -434,6 +600,7 @@ nest_token *nest_token_get(void) {
         pthread_cond_init(&tok->cv, NULL);
         tok->refs = 1;
         tok->rt = rt;
+        tok->rt_thread = pthread_self();
         rt->token = tok;
     }
     pthread_mutex_lock(&tok->mu);
@@ -474,7 +641,9 @@ static int submit(nest_token *tok, struct treq *r) {
         pthread_mutex_unlock(&tok->mu);
         return NEST_ECLOSED;
     }
-    if (nest__rt_cur == tok->rt) { /* it would wait for itself */
+    /* From the runtime's own thread the call would wait for itself: from a
+     * task, or from host code between a guest runtime's slices. */
+    if (nest__rt_cur == tok->rt || pthread_equal(pthread_self(), tok->rt_thread)) {
         pthread_mutex_unlock(&tok->mu);
         return -EDEADLK;
     }

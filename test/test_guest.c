@@ -590,3 +590,34 @@ NEST_TEST(an_open_stream_between_waits_keeps_the_host_loop_from_nothing) {
     ev_loop_destroy(loop);
     close(p.sp[1]);
 }
+
+/* ---- tokens from the host's own thread ----------------------------------------- */
+
+static nest_token *guest_token;
+
+static int hand_out_token(void *arg) {
+    guest_token = nest_token_get();
+    CHECK(guest_token != NULL);
+    return nest_event_wait(arg);
+}
+
+NEST_TEST(a_token_call_from_the_host_thread_is_edeadlk_not_a_hang) {
+    nest_event e;
+    nest_event_init(&e);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct done_rec d = {0, 0};
+    nest_guest *g;
+    CHECK_EQ(nest_guest_start(loop, hand_out_token, &e, NULL, on_done, &d, &g), 0);
+    ev_run(loop, EVRUN_NOWAIT); /* the root task runs and hands out the token */
+    CHECK(guest_token != NULL);
+    /* The host's thread runs the guest: waiting here for the guest would
+     * wait for itself. */
+    CHECK_EQ(nest_token_run(guest_token, set_event, &e, NULL), -EDEADLK);
+    CHECK_EQ(nest_token_cancel(guest_token, NULL), -EINVAL);
+    nest_token_release(guest_token);
+    CHECK_EQ(nest_guest_call(g, set_event, &e, NULL), 0);
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, 0);
+    ev_loop_destroy(loop);
+}

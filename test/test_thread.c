@@ -13,6 +13,10 @@
  * deadlock; a released one no longer prevents it); cancel from another
  * thread; calls after the run fail with NEST_ECLOSED; a runner outliving
  * the root task is cancelled; a call from the runtime's own thread fails.
+ * nest_to_thread_owned(): release runs exactly when the call returns
+ * -ECANCELED, once, after fn returned, on the runtime's thread - during the
+ * run or while nest_run ends.  Short calls in a row (the spinning path)
+ * return every result and still yield.
  *
  * Coordination with worker threads uses POSIX semaphores: a job blocks in
  * sem_wait and a task releases it with sem_post (which never blocks), so no
@@ -393,6 +397,213 @@ NEST_TEST(an_abandoned_job_finishing_during_the_run_is_reaped) {
     CHECK_EQ(nest_run(abandon_then_finish, NULL), 0);
     CHECK_EQ(atomic_load(&live_blocks), 0);
     nest_set_allocator(NULL, NULL);
+}
+
+/* ---- owned arguments: nest_to_thread_owned() --------------------------- */
+
+/* An argument the job owns: where release() ran, and how often. */
+struct owned {
+    int value;
+    int fn_done;      /* fn has returned (set by the worker before it returns) */
+    int released;     /* release calls */
+    int fn_done_at_release;
+    pthread_t release_thread;
+};
+
+static pthread_t main_thread;
+static struct owned *last_released;
+
+static int owned_job(void *arg) {
+    struct owned *o = arg;
+    atomic_store(&started, 1);
+    if (o->value < 0) sem_wait(&gate);
+    o->fn_done = 1;
+    atomic_fetch_add(&finished, 1);
+    return o->value * 2;
+}
+
+static void owned_release(void *arg) {
+    struct owned *o = arg;
+    o->released++;
+    o->fn_done_at_release = o->fn_done;
+    o->release_thread = pthread_self();
+    last_released = o;
+}
+
+static struct owned abandoned = {.value = -1};
+
+static int owned_abandon_task(void *arg) {
+    (void)arg;
+    nest_scope_enter(&abandon_scope, NEST_FOREVER);
+    int r = 3;
+    CHECK_EQ(nest_to_thread_owned(owned_job, &abandoned, owned_release, &r, NEST_THREAD_ABANDON),
+             -ECANCELED);
+    CHECK_EQ(r, 3);
+    CHECK_EQ(abandoned.released, 0); /* fn still runs: the pool owns arg */
+    return nest_scope_exit(&abandon_scope, -ECANCELED);
+}
+
+/* Runs owned_abandon_task and cancels it once its job runs. */
+static void owned_abandon_one(void) {
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, owned_abandon_task, NULL), 0);
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    while (!atomic_load(&started)) usleep(100);
+    nest_scope_cancel(&abandon_scope);
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+}
+
+static int owned_abandon_then_finish(void *arg) {
+    (void)arg;
+    main_thread = pthread_self();
+    struct owned ok = {.value = 21};
+    int r = 0;
+    CHECK_EQ(nest_to_thread_owned(owned_job, &ok, owned_release, &r, 0), 0);
+    CHECK_EQ(r, 42);
+    CHECK_EQ(ok.released, 0); /* success: the caller keeps arg */
+    atomic_store(&started, 0);
+    owned_abandon_one();
+    sem_post(&gate);
+    while (!last_released) CHECK_EQ(nest_sleep(NEST_MSEC(1)), 0); /* reaped during the run */
+    CHECK(last_released == &abandoned);
+    return 0;
+}
+
+/* Abandoned with a release function: release runs once, after fn returned,
+ * on the runtime's thread; a successful call never releases. */
+NEST_TEST(owned_release_runs_on_the_runtime_thread_after_an_abandoned_job) {
+    sem_init(&gate, 0, 0);
+    CHECK_EQ(nest_run(owned_abandon_then_finish, NULL), 0);
+    CHECK_EQ(abandoned.released, 1);
+    CHECK_EQ(abandoned.fn_done_at_release, 1);
+    CHECK(pthread_equal(abandoned.release_thread, main_thread));
+}
+
+static void post_gate_after_run(void *arg) {
+    (void)arg;
+    CHECK_EQ(abandoned.released, 0);
+    sem_post(&gate);
+}
+
+static int owned_abandon_and_return(void *arg) {
+    (void)arg;
+    main_thread = pthread_self();
+    owned_abandon_one();
+    return 0; /* the job still waits at the gate: the run's end lets it go */
+}
+
+/* A job that finishes only while nest_run ends (after every task, when the
+ * workers are joined) is released too, on the runtime's thread, before
+ * nest_run returns. */
+NEST_TEST(owned_release_for_a_job_finishing_while_the_run_ends) {
+    sem_init(&gate, 0, 0);
+    nest_instrument ins;
+    memset(&ins, 0, sizeof ins);
+    ins.after_run = post_gate_after_run;
+    nest_run_options o;
+    nest_run_options_init(&o);
+    o.instrument = &ins;
+    CHECK_EQ(nest_run_opts(owned_abandon_and_return, NULL, &o), 0);
+    CHECK_EQ(abandoned.released, 1);
+    CHECK_EQ(abandoned.fn_done_at_release, 1);
+    CHECK(pthread_equal(abandoned.release_thread, main_thread));
+}
+
+static struct owned before = {.value = 1}, queued_arg = {.value = 2}, waited = {.value = -1};
+
+static int owned_wait_task(void *arg) {
+    (void)arg;
+    nest_scope_enter(&wait_scope, NEST_FOREVER);
+    int r = 0;
+    CHECK_EQ(nest_to_thread_owned(owned_job, &waited, owned_release, &r, 0), -ECANCELED);
+    CHECK_EQ(r, -2);            /* wait mode: fn finished, its result is stored */
+    CHECK_EQ(waited.released, 1); /* and arg was released before the call returned */
+    return nest_scope_exit(&wait_scope, -ECANCELED);
+}
+
+static int owned_cancelled(void *arg) {
+    (void)arg;
+    nest_scope s;
+    nest_scope_enter(&s, NEST_FOREVER);
+    nest_scope_cancel(&s);
+    CHECK_EQ(nest_to_thread_owned(owned_job, &before, owned_release, NULL, 0), -ECANCELED);
+    CHECK_EQ(before.released, 1); /* at once: fn never runs */
+    CHECK_EQ(nest_scope_exit(&s, 0), 0);
+
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, owned_wait_task, NULL), 0); /* holds the only thread */
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    nest_move_on_after(&s, NEST_MSEC(5));
+    CHECK_EQ(nest_to_thread_owned(owned_job, &queued_arg, owned_release, NULL, 0), -ECANCELED);
+    CHECK_EQ(nest_scope_exit(&s, -ECANCELED), 0);
+    CHECK_EQ(queued_arg.released, 1); /* withdrawn from the queue: at once */
+    CHECK_EQ(queued_arg.fn_done, 0);
+    while (!atomic_load(&started)) usleep(100);
+    nest_scope_cancel(&wait_scope);
+    CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+    sem_post(&gate);
+    return nest_nursery_close(&n, 0);
+}
+
+/* -ECANCELED always hands arg to release, exactly once: cancelled before
+ * the call, withdrawn while queued, and cancelled while running in wait
+ * mode (after fn returned). */
+NEST_TEST(owned_release_whenever_the_call_returns_ecanceled) {
+    sem_init(&gate, 0, 0);
+    CHECK_EQ(run_with_limit(owned_cancelled, 1), 0);
+    CHECK_EQ(before.released, 1);
+    CHECK_EQ(queued_arg.released, 1);
+    CHECK_EQ(waited.released, 1);
+    CHECK_EQ(waited.fn_done_at_release, 1);
+}
+
+/* ---- short jobs: the spin ------------------------------------------------ */
+
+static atomic_int quick_calls;
+static int other_steps;
+
+static int quick(void *arg) {
+    (void)arg;
+    return atomic_fetch_add(&quick_calls, 1) + 1;
+}
+
+static int stepper(void *arg) {
+    (void)arg;
+    while (nest_checkpoint() == 0) other_steps++;
+    return 0;
+}
+
+static int quick_root(void *arg) {
+    (void)arg;
+    for (int i = 1; i <= 2000; i++) { /* alone: the spin usually catches them */
+        int r = 0;
+        CHECK_EQ(nest_to_thread(quick, NULL, &r, 0), 0);
+        CHECK_EQ(r, i);
+    }
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, stepper, NULL), 0);
+    for (int i = 2001; i <= 2100; i++) {
+        int r = 0;
+        CHECK_EQ(nest_to_thread(quick, NULL, &r, 0), 0);
+        CHECK_EQ(r, i);
+    }
+    CHECK(other_steps >= 50); /* each call yielded to the other task */
+    nest_nursery_cancel(&n);
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    nest_thread_stats st;
+    nest_thread_statistics(&st);
+    CHECK_EQ(st.completed, 2100);
+    return 0;
+}
+
+/* Many short calls in a row: every result is right, whether the caller
+ * caught it spinning or was woken through the loop; and a caller never
+ * starves another task. */
+NEST_TEST(short_calls_in_a_row_return_every_result_and_yield) {
+    CHECK_EQ(nest_run(quick_root, NULL), 0);
 }
 
 /* ---- deadlock detection ------------------------------------------------ */

@@ -38,6 +38,8 @@ NEST_BEGIN_DECLS
 #define NEST_ELAGGED (-10006)      /* a broadcast receiver fell behind and
                                       items were dropped */
 #define NEST_EINTERRUPTED (-10007) /* the run was cancelled by Ctrl-C (SIGINT) */
+#define NEST_ENONAME (-10008)      /* name resolution: no such host name (or no
+                                      address for it) */
 #define NEST_ERANGE_LAST (-10999)
 
 /* A short, constant English description of code (negative), e.g.

@@ -8,14 +8,18 @@
  *
  *     nest_scope s;
  *     nest_fail_after(&s, NEST_SEC(2));
- *     rc = nest_tcp_connect("127.0.0.1", 8080, NULL, &conn);
+ *     rc = nest_tcp_connect("example.com", 80, NULL, &conn);
  *     rc = nest_scope_exit(&s, rc);        // -ETIMEDOUT after 2 s
  *
  * Name resolution is pluggable (nest_resolve_fn).  The default resolver,
- * nest_resolve_numeric(), accepts numeric addresses only ("127.0.0.1",
- * "::1", "fe80::1%eth0") and never blocks; a host name gives -EINVAL.  A
- * resolver for names plugs into the same field: nest does not ship one yet
- * (getaddrinfo on nest_to_thread()'s pool is the plan; see design/10).
+ * nest_resolve_system(), takes numeric addresses ("127.0.0.1", "::1",
+ * "fe80::1%eth0") at once, with no thread, and looks names up ("localhost",
+ * "example.com") with the system's getaddrinfo() on a worker thread of the
+ * runtime's pool (nest/thread.h), so a lookup is a checkpoint that obeys
+ * cancellation and deadlines like the rest of the connect: a cancelled
+ * lookup returns at once and its thread is abandoned (see design/10).
+ * nest_resolve_numeric() resolves numeric addresses only and never uses a
+ * thread, for programs that want none.
  *
  * Every fd nest creates here is non-blocking and close-on-exec.  All calls
  * must be made from a task unless their comment says otherwise.
@@ -82,14 +86,44 @@ NEST_API char *nest_sockaddr_format(const nest_sockaddr *a, char *buf, size_t le
 typedef int (*nest_resolve_fn)(void *arg, const char *host, int port, int family, int flags,
                                nest_sockaddr *out, size_t max);
 
-/* The default resolver: numeric addresses only, through getaddrinfo() with
- * AI_NUMERICHOST | AI_NUMERICSERV, which never blocks (so this is not a
- * checkpoint).  Errors: -EINVAL for a host that is not a numeric address
- * (e.g. "localhost": install a resolver for names) or a port out of range;
+/* The resolver for numeric addresses only, through getaddrinfo() with
+ * AI_NUMERICHOST | AI_NUMERICSERV, which never blocks and uses no thread
+ * (so this is not a checkpoint).  Errors: -EINVAL for a host that is not a
+ * numeric address (e.g. "localhost") or a port out of range;
  * -EAFNOSUPPORT when host does not fit family; -ENOMEM.  arg is unused.
  * Callable anywhere. */
 NEST_API int nest_resolve_numeric(void *arg, const char *host, int port, int family, int flags,
                                   nest_sockaddr *out, size_t max);
+
+/* The default resolver of nest_tcp_connect() and nest_tcp_listen(): the
+ * system's.  A numeric host (and host NULL with NEST_RESOLVE_PASSIVE) is
+ * handled exactly as nest_resolve_numeric() does, at once, without a
+ * thread, not a checkpoint, callable anywhere.  A name is looked up with
+ * getaddrinfo() (flags: AI_PASSIVE for NEST_RESOLVE_PASSIVE; socket type
+ * SOCK_STREAM) on a worker thread of the calling runtime's pool, so it
+ * follows the host's configuration - /etc/hosts, nsswitch.conf (mDNS,
+ * LDAP...), resolv.conf's servers, search domains and timeouts - exactly
+ * as other programs on the host do.  Addresses come back in getaddrinfo's
+ * order (RFC 6724).
+ *
+ * For a name: must be called from a task, and a checkpoint.  If the scope
+ * is cancelled (or its deadline passes) during the lookup, returns
+ * -ECANCELED at once; the worker thread is abandoned and finishes the
+ * getaddrinfo call on its own - bounded by resolv.conf's timeout and
+ * attempts - after which the pool frees the lookup's memory on the
+ * runtime's thread (nest_run waits for it before returning).  An abandoned
+ * lookup occupies one of the pool's threads (nest_thread_set_limit) until
+ * then.
+ *
+ * Errors: NEST_ENONAME (EAI_NONAME, EAI_NODATA: no such name, or no address
+ * of the family); -EAGAIN (EAI_AGAIN: a temporary failure, e.g. no name
+ * server answered); -EIO (EAI_FAIL: the name servers failed for good);
+ * -ENOMEM (ours or EAI_MEMORY); the negated errno of EAI_SYSTEM;
+ * -EAFNOSUPPORT (EAI_FAMILY, EAI_ADDRFAMILY); -EINVAL (a port out of
+ * range, host NULL without NEST_RESOLVE_PASSIVE, other EAI_ codes);
+ * -ECANCELED.  arg is unused. */
+NEST_API int nest_resolve_system(void *arg, const char *host, int port, int family, int flags,
+                                 nest_sockaddr *out, size_t max);
 
 /* ---- connecting ---------------------------------------------------------- */
 
@@ -113,7 +147,7 @@ typedef void (*nest_connect_report_fn)(void *arg, const nest_sockaddr *addr, int
 /* Options for nest_tcp_connect(); initialise with
  * nest_connect_options_init() and set what you need. */
 typedef struct nest_connect_options {
-    nest_resolve_fn resolve;      /* NULL: nest_resolve_numeric */
+    nest_resolve_fn resolve;      /* NULL: nest_resolve_system */
     void *resolve_arg;
     int family;                   /* AF_UNSPEC (default), AF_INET or AF_INET6 */
     /* Happy Eyeballs: how long an attempt runs alone before the next one
@@ -134,7 +168,9 @@ NEST_API void nest_connect_options_init(nest_connect_options *o);
 /* Connects to host:port and makes *out a socket stream on the connection
  * (TCP_NODELAY set).  o may be NULL for the defaults.
  *
- * host is resolved with o->resolve (default: numeric addresses only), then
+ * host is resolved with o->resolve (default: nest_resolve_system, which
+ * looks names up on the thread pool; the lookup is part of this call and
+ * is cancelled with it), then
  * the addresses are tried with Happy Eyeballs (RFC 8305): interleaved by
  * family, starting with the family of the resolver's first address
  * (resolvers following RFC 6724, as getaddrinfo does, put IPv6 first), each
@@ -145,8 +181,9 @@ NEST_API void nest_connect_options_init(nest_connect_options *o);
  * running or open.
  *
  * A checkpoint.  Returns 0; -ECANCELED (every attempt was cancelled and
- * closed); the resolver's error (-EINVAL for a host name with the default
- * resolver); -EINVAL for a port outside 0..65535; -ENOMEM.  When every
+ * closed); the resolver's error (with the default: NEST_ENONAME for an
+ * unknown name, -EAGAIN, ...: see nest_resolve_system); -EINVAL for a port
+ * outside 0..65535; -ENOMEM.  When every
  * attempt failed: the most relevant error - -ENOMEM if an attempt could
  * not be started, else an error from the peer's side (-ECONNREFUSED,
  * -ETIMEDOUT, -ECONNRESET, -EHOSTUNREACH) over a local one (-ENETUNREACH,
@@ -191,7 +228,7 @@ typedef struct nest_listen_options {
     int reuse_port;    /* non-zero: SO_REUSEPORT, to share a port among
                           processes or threads */
     int keep_nofile_limit; /* non-zero: do not raise RLIMIT_NOFILE */
-    nest_resolve_fn resolve; /* for the host; NULL: nest_resolve_numeric */
+    nest_resolve_fn resolve; /* for the host; NULL: nest_resolve_system */
     void *resolve_arg;
 } nest_listen_options;
 
@@ -218,7 +255,9 @@ NEST_API void nest_listen_options_init(nest_listen_options *o);
  * bounded by the administrator's hard limit, not the historical soft
  * default of 1024.
  *
- * Not a checkpoint (binding does not block; a resolver given in o may).
+ * Not a checkpoint (binding does not block), except that a host name is
+ * looked up by the resolver, the default one on the thread pool: that
+ * lookup is a checkpoint (-ECANCELED) and needs a task.
  * All or nothing: on failure no listener stays open.  Returns the count;
  * -EADDRINUSE and other negated errno values; the resolver's error; -EINVAL
  * (port out of range, max 0).  o may be NULL. */
@@ -371,6 +410,75 @@ NEST_API ssize_t nest_udp_receive_from(nest_udp_socket *u, void *buf, size_t max
 /* Closes u; tasks blocked on it wake with NEST_ECLOSED.  Not a checkpoint;
  * closing twice is harmless.  Returns 0. */
 NEST_API int nest_udp_close(nest_udp_socket *u);
+
+/* ---- serving from several threads ---------------------------------------- */
+
+struct nest_run_options; /* nest/runtime.h */
+
+/* Options for nest_serve_tcp_threads(); zero-initialise or
+ * nest_serve_threads_options_init(). */
+typedef struct nest_serve_threads_options {
+    /* As for nest_serve_tcp (listen, on_error, stack_size, backoff_max),
+     * applied in every thread; listen.reuse_port is always on, and
+     * handler_nursery must be NULL (a nursery belongs to one runtime). */
+    nest_serve_options serve;
+    /* Optional.  Runs in thread `index` (0 .. nthreads-1), as a task of that
+     * thread's runtime, before it listens; it may block.  *handler_arg
+     * starts as the arg given to nest_serve_tcp_threads; set it to give
+     * this thread's handlers (and on_error) their own state, e.g. a cache
+     * or counters that need no locks.  A negative result fails the server.
+     * If the server stops meanwhile, thread_init runs cancelled. */
+    int (*thread_init)(void *arg, int index, void **handler_arg);
+    /* Optional.  Runs in thread `index`, as a task, after its server has
+     * stopped and every connection task has ended, if thread_init (when
+     * set) succeeded; handler_arg is what thread_init left. */
+    void (*thread_fini)(void *arg, int index, void *handler_arg);
+    /* Options for each thread's nest_run_opts() (NULL: the defaults);
+     * no_ctrl_c is always set (Ctrl-C belongs to the caller's runtime, which
+     * stops the threads by cancelling this call), and loop must be NULL.
+     * What the options point to (an instrument, the report stream) is
+     * shared by every thread's runtime, so it must be thread-safe. */
+    const struct nest_run_options *run;
+} nest_serve_threads_options;
+
+/* Fills o with the defaults (all zero).  Callable anywhere. */
+NEST_API void nest_serve_threads_options_init(nest_serve_threads_options *o);
+
+/* Serves host:port from nthreads threads, for servers that outgrow one
+ * core: each thread runs its own runtime (nest_run) with its own listeners
+ * on the same port, shared through SO_REUSEPORT (the kernel spreads new
+ * connections over the listeners by a hash of their addresses), and serves
+ * them as nest_serve_tcp() does: a task per connection, in that thread.
+ *
+ * The calling task binds the first listeners itself (port 0 becomes a free
+ * port that the other threads then share), starts the threads, and once
+ * every thread is accepting calls nest_started() with a nest_listeners *
+ * holding copies of the first listeners for their addresses (their fd is
+ * -1: the threads serve them).  Then it waits - an fd wait: the caller's
+ * runtime keeps running its other tasks - until it is cancelled or a
+ * thread fails.  Either way it stops every thread (each cancels its server
+ * and every connection, closes its listeners and runs thread_fini), joins
+ * them all, and returns; no thread outlives the call.
+ *
+ * The handler and on_error run in the worker threads, concurrently with
+ * each other: they must be thread-compatible.  State shared between
+ * connections of different threads (arg, globals) needs locks or atomics;
+ * per-thread state comes from o->thread_init.  Within one thread, the usual
+ * single-thread rules hold.  nest objects (streams, nurseries, channels,
+ * ...) belong to the runtime that made them and must not be shared between
+ * threads; use nest_token_run() to reach another runtime.
+ *
+ * A checkpoint.  Returns only on failure or cancellation: -ECANCELED when
+ * cancelled (every thread stopped and joined); the first failure of a
+ * thread (its bind, e.g. -EADDRINUSE; thread_init's error; a handler's
+ * failure, see nest_serve_options.on_error; -ENOMEM); the first bind's
+ * error; -EINVAL (nthreads < 1, handler NULL, port out of range,
+ * o->serve.handler_nursery or o->run->loop set); -EOPNOTSUPP where the
+ * system has no SO_REUSEPORT; -EAGAIN and other negated pthread_create
+ * errors; -ENOMEM.  o may be NULL.  Must be called from a task. */
+NEST_API int nest_serve_tcp_threads(int nthreads, int port, const char *host,
+                                    nest_handler_fn handler, void *arg,
+                                    const nest_serve_threads_options *o);
 
 NEST_END_DECLS
 
