@@ -9,9 +9,12 @@
  *
  * The fd table is an array of pointers to per-fd entries that are allocated
  * once and never moved, because libev keeps pointers to active watchers.  An
- * entry holds one ev_io and one waiting task per direction; a watcher is
- * active exactly while a task waits on it (rt->nio counts them), so an idle
- * fd costs libev nothing and the deadlock check can trust rt->nio.
+ * entry holds one ev_io and one waiting task per direction.  A watcher is
+ * active while a task waits on it (rt->nio counts those tasks, and the
+ * deadlock check trusts rt->nio), and otherwise only if it is "parked": a
+ * socket stream's watcher kept between waits, unreferenced so that it keeps
+ * no ev_run alive (see nest__loop_watch).  Any other idle fd costs libev
+ * nothing.
  *
  * A runtime that takes a dump signal (lib/inspect.c) enables an ev_async
  * watcher, so that the signal handler can end a blocking poll from any
@@ -80,6 +83,10 @@ static void stop_watcher(struct nest__loop *lp, struct fd_entry *e, int dir) {
 static void end_wait(struct nest__loop *lp, struct fd_entry *e, int dir) {
     e->waiter[dir] = NULL;
     lp->rt->nio--;
+    if (!ev_is_active(&e->io[dir])) { /* libev stopped it: EV_ERROR (fd_kill) */
+        e->stable[dir] = 0;
+        return;
+    }
     if (!e->stable[dir]) {
         ev_io_stop(lp->ev, &e->io[dir]);
         return;
@@ -269,7 +276,7 @@ int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t, in
     if (e->waiter[writable]) return -EBUSY;
     ev_io *w = &e->io[writable];
     if (e->parked[writable]) {
-        if (mode == NEST__WATCH_STABLE) { /* the common case: the watcher as it is */
+        if (mode == NEST__WATCH_STABLE && ev_is_active(w)) { /* the common case */
             e->parked[writable] = 0;
             ev_ref(lp->ev);
             e->waiter[writable] = t;

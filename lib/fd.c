@@ -14,32 +14,50 @@ static int abort_fd(nest_task *t) {
     return 0;
 }
 
-int nest__wait_fd_as(int fd, int writable, int mode, int kind, const void *obj,
-                     const char *what) {
+/* *watched (may be NULL) is set to 1 once the watcher is set up. */
+static int wait_fd_as(int fd, int writable, int mode, int kind, const void *obj,
+                      const char *what, int *watched) {
     nest_task *t = nest__task_self(what);
     struct nest__rt *rt = nest__rt_cur;
     if (nest__cancelled_at(t->cur)) return -ECANCELED;
     if (fd < 0) return -EBADF;
     int rc = nest__loop_watch(rt, fd, writable, t, mode);
     if (rc < 0) return rc;
+    if (watched) *watched = 1;
     t->wake_val = fd << 1 | writable;
     rt->nfdwaits++;
     return nest__park_on(rt, t, abort_fd, kind, obj);
 }
 
-static int wait_fd(int fd, int writable, int mode, const char *what) {
-    return nest__wait_fd_as(fd, writable, mode, writable ? NEST__BLOCK_WRITE : NEST__BLOCK_READ,
-                            (const void *)(intptr_t)fd, what);
+int nest__wait_fd_as(int fd, int writable, int mode, int kind, const void *obj,
+                     const char *what) {
+    return wait_fd_as(fd, writable, mode, kind, obj, what, NULL);
 }
 
-int nest_wait_readable(int fd) { return wait_fd(fd, 0, NEST__WATCH_PLAIN, "nest_wait_readable"); }
-int nest_wait_writable(int fd) { return wait_fd(fd, 1, NEST__WATCH_PLAIN, "nest_wait_writable"); }
+static int wait_fd(int fd, int writable, int mode, const char *what, int *watched) {
+    return wait_fd_as(fd, writable, mode, writable ? NEST__BLOCK_WRITE : NEST__BLOCK_READ,
+                      (const void *)(intptr_t)fd, what, watched);
+}
+
+int nest_wait_readable(int fd) {
+    return wait_fd(fd, 0, NEST__WATCH_PLAIN, "nest_wait_readable", NULL);
+}
+int nest_wait_writable(int fd) {
+    return wait_fd(fd, 1, NEST__WATCH_PLAIN, "nest_wait_writable", NULL);
+}
 
 int nest__wait_stable(int fd, int writable, unsigned *waited) {
     unsigned bit = 1u << writable;
     int mode = (*waited & bit) ? NEST__WATCH_STABLE : NEST__WATCH_FRESH;
-    *waited |= bit;
-    return wait_fd(fd, writable, mode, writable ? "nest_wait_writable" : "nest_wait_readable");
+    int watched = 0;
+    /* Only a wait that really set the watcher up counts as the first: one
+     * that failed before it did (cancelled, -EBUSY) must leave the next
+     * one fresh.  (Socket streams check for cancellation before their
+     * system call, so today only the failures after it can get here.) */
+    int rc = wait_fd(fd, writable, mode, writable ? "nest_wait_writable" : "nest_wait_readable",
+                     &watched);
+    if (watched) *waited |= bit;
+    return rc;
 }
 
 void nest_notify_closing(int fd) {

@@ -459,3 +459,42 @@ NEST_TEST(a_parked_fd_with_unread_data_does_not_spin_the_loop) {
     CHECK_EQ(nest_run(parked_then_data_root, NULL), 0);
     CHECK_STREQ(events, "polls<=4:1");
 }
+
+/* The writable direction parks too: a sender blocked on a full socket
+ * buffer, woken as the peer drains it, three times over. */
+static int drain_after_quiet(void *arg) {
+    int fd = *(int *)arg;
+    for (int round = 0; round < 3; round++) {
+        CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+        note("drained");
+        drain(fd);
+    }
+    return 0;
+}
+
+static int blocked_sends_root(void *arg) {
+    (void)arg;
+    stream_on_number(&ss_a, &peer_a, -1);
+    fill(nest_stream_socket(&ss_a.stream));
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, drain_after_quiet, &peer_a), 0);
+    static char big[200000];
+    for (int round = 0; round < 3; round++) {
+        size_t sent = 0;
+        /* More than the buffer holds: it blocks until the drainer runs. */
+        CHECK_EQ(nest_stream_send_all(&ss_a.stream, big, sizeof big / 3, &sent), 0);
+        note("sent");
+        fill(nest_stream_socket(&ss_a.stream));
+    }
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    nest_stream_close(&ss_a.stream);
+    close(peer_a);
+    return 0;
+}
+
+NEST_TEST(a_parked_writable_watcher_wakes_every_blocked_send) {
+    events[0] = 0;
+    CHECK_EQ(run_mock(blocked_sends_root, NULL), 0);
+    CHECK_STREQ(events, "drained sent drained sent drained sent");
+}
