@@ -176,6 +176,8 @@ struct nest__rt {
     int root_rc;
     int deadlocked;
     int guest_ending;            /* guest mode: nest__rt_root_done was called */
+    nest_time guest_quiet_since; /* guest mode, mock clock: real time since
+                                    when no guest task has run (0: it ran) */
     void (*guest_done)(void *ud, int rc); /* guest mode (lib/guest.c) */
     void *guest_ud;
     int root_done;
@@ -184,6 +186,8 @@ struct nest__rt {
     /* I/O. */
     struct nest__loop *loop;
     size_t nio;                  /* tasks waiting on fds */
+    struct nest__proc_rec *procs; /* records of live (spawned, unclosed)
+                                     processes (lib/process.c) */
     /* nest_wait_all_tasks_blocked() waiters, FIFO. */
     nest_task *idle_head;
     nest_task *idle_tail;
@@ -237,6 +241,11 @@ extern _Thread_local struct nest__rt *nest__rt_cur NEST__TLS_MODEL;
 
 /* Aborts with "nest: <message>".  For programming errors only. */
 void nest__panic(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+/* process.c: aborts, naming the rule and one process, if rt->procs is not
+ * empty (a spawned process was never closed).  First thing the end of a
+ * run does. */
+void nest__process_check_closed(struct nest__rt *rt);
 
 /* The running task; aborts naming `what` when called outside a task. */
 nest_task *nest__task_self(const char *what);

@@ -11,6 +11,16 @@
  *    (try_reap), and only after its exit fd became readable or waitpid
  *    says it exited: until then its pid is ours, so kill() can never hit
  *    another process.  Once P_REAPED is set nothing signals the pid again.
+ *    That holds only while the program keeps the rule of nest/process.h
+ *    (it never reaps nest's children); where a pidfd exists, signals and
+ *    reaps go through it (send_signal, wait_status), which stays safe
+ *    even when the rule is broken.
+ *  - Every live (spawned, unclosed) process has a record (struct
+ *    nest__proc_rec, allocated before the spawn and freed by close) on its
+ *    runtime's list rt->procs; nest__process_check_closed aborts a run
+ *    that ends with one left.  The record, not the nest_process, is on the
+ *    list: an unclosed nest_process is often on a task stack that is gone
+ *    by the end of the run.
  *  - p->exit_fd is readable once the child has exited: a pidfd (Linux), or
  *    the read end of a pipe whose write end the watcher thread closes when
  *    waitid(WNOWAIT) returns.  A task waits for it with block kind
@@ -21,9 +31,10 @@
  *    its record before it touches p again.
  *  - The watcher thread touches only its own struct nest__proc_watch
  *    (pid, wfd: written before pthread_create) and the kernel; the runtime
- *    joins it (after seeing EOF on the pipe, so the join is immediate) and
- *    frees the struct.  Its pid can never be reused while it waits: the
- *    child is reaped only after the thread's waitid has returned.
+ *    joins it (after seeing EOF on the pipe, so the join is immediate)
+ *    before close frees the record that holds the struct.  Its pid can
+ *    never be reused while it waits: the child is reaped only after the
+ *    thread's waitid has returned.
  *  - nest_process_close always reaps: the ladder runs in a shielded scope,
  *    and if waiting fails for another reason (out of memory for the fd
  *    table) the child is SIGKILLed and reaped with a blocking waitpid.
@@ -55,9 +66,10 @@ extern char **environ;
 #define PROC_CLOSED 0x636c6f73u /* "clos": nest_process_close returned */
 
 enum {
-    P_REAPED = 1u << 0,  /* returncode is known (or lost); the pid is not ours */
-    P_LOST = 1u << 1,    /* someone else reaped it: waits return -ECHILD */
-    P_CLOSING = 1u << 2, /* nest_process_close is running */
+    P_REAPED = 1u << 0,    /* returncode is known (or lost); the pid is not ours */
+    P_LOST = 1u << 1,      /* someone else reaped it: waits return -ECHILD */
+    P_CLOSING = 1u << 2,   /* nest_process_close is running */
+    P_HAS_PIDFD = 1u << 3, /* exit_fd is a pidfd */
 };
 
 /* ---- pipe streams ---------------------------------------------------------- */
@@ -184,6 +196,15 @@ struct nest__proc_watch {
     int wfd; /* closed by the thread when the child has exited */
 };
 
+/* What a live process has on the heap: the watcher's struct (used only on
+ * that path) and its entry in the runtime's list of live processes. */
+struct nest__proc_rec {
+    struct nest__proc_watch watch;
+    struct nest__proc_rec *next, **prev; /* rt->procs */
+    pid_t pid;
+    char name[16]; /* the program's name, truncated, for the abort */
+};
+
 /* The watcher thread: waits, without reaping, until the child has exited
  * (Trio's fallback), then closes its end of the pipe, which makes the
  * runtime's end readable (EOF). */
@@ -196,8 +217,8 @@ static void *watch_main(void *arg) {
     return NULL;
 }
 
-/* Starts the watcher for p->pid with the struct w (allocated by the
- * caller); on success it owns w and p->exit_fd is its pipe. */
+/* Starts the watcher for p->pid with the struct w (p's record's); on
+ * success p->watch is w and p->exit_fd is its pipe. */
 static int watch_start(nest_process *p, struct nest__proc_watch *w) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return nest__neg_errno();
@@ -232,6 +253,26 @@ static int pidfd_open_(pid_t pid) {
 
 static int want_thread(void) { return atomic_load(&force_thread) || atomic_load(&no_pidfd); }
 
+/* The exit fd is a pidfd (not the watcher's pipe, not closed yet). */
+static int has_pidfd(const nest_process *p) {
+    return (p->flags & P_HAS_PIDFD) && p->exit_fd >= 0;
+}
+
+/* Sends sig to the child: through its pidfd when there is one, so that a
+ * pid reaped behind nest's back and reused can never be hit; else (the
+ * watcher thread, or a kernel without pidfd_send_signal) with kill(2),
+ * correct under the rule that nobody else reaps our children.  Returns 0
+ * or a negated errno. */
+static int send_signal(nest_process *p, int sig) {
+#ifdef SYS_pidfd_send_signal
+    if (has_pidfd(p)) {
+        if (syscall(SYS_pidfd_send_signal, p->exit_fd, sig, NULL, 0) == 0) return 0;
+        if (errno != ENOSYS) return nest__neg_errno();
+    }
+#endif
+    return kill(p->pid, sig) < 0 ? nest__neg_errno() : 0;
+}
+
 /* Blocks until p->exit_fd is readable: the fd wait of lib/fd.c, parked
  * with the process kind so that dumps and traces name the pid.  A
  * checkpoint; returns 0, -ECANCELED, NEST_ECLOSED (close), -ENOMEM. */
@@ -248,11 +289,41 @@ static int decode_status(int st) {
     return 0; /* not reached: only WEXITED is asked for */
 }
 
-static pid_t waitpid_retry(pid_t pid, int *st, int flags) {
-    pid_t r;
-    while ((r = waitpid(pid, st, flags)) < 0 && errno == EINTR) {
+#ifdef __linux__
+#define NEST_P_PIDFD 3 /* waitid's P_PIDFD (Linux >= 5.4), which older C libraries lack */
+#endif
+
+/* Reaps the child (flags: WNOHANG or 0).  Returns 1 with its returncode
+ * in *code, 0 while it runs (WNOHANG), or a negated errno (-ECHILD: its
+ * status was taken by someone else).  With a pidfd it waits through it
+ * (waitid P_PIDFD), so that a pid reaped behind nest's back and reused by
+ * another of the program's children is never reaped by mistake; a kernel
+ * without P_PIDFD (5.3) says EINVAL, and then waitpid is used. */
+static int wait_status(nest_process *p, int flags, int *code) {
+#ifdef NEST_P_PIDFD
+    if (has_pidfd(p)) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int r;
+        while ((r = waitid((idtype_t)NEST_P_PIDFD, (id_t)p->exit_fd, &si, WEXITED | flags)) < 0 &&
+               errno == EINTR) {
+        }
+        if (r == 0) {
+            if (si.si_pid == 0) return 0; /* WNOHANG: still running */
+            *code = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
+            return 1;
+        }
+        if (errno != EINVAL) return nest__neg_errno();
     }
-    return r;
+#endif
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(p->pid, &st, flags)) < 0 && errno == EINTR) {
+    }
+    if (r < 0) return nest__neg_errno();
+    if (r == 0) return 0;
+    *code = decode_status(st);
+    return 1;
 }
 
 /* Lets go of what noticed the exit: joins the watcher (which closed its
@@ -261,11 +332,11 @@ static pid_t waitpid_retry(pid_t pid, int *st, int flags) {
 static void exit_watch_release(nest_process *p) {
     if (p->watch) {
         pthread_join(p->watch->thread, NULL);
-        nest__free(p->watch, sizeof *p->watch);
-        p->watch = NULL;
+        p->watch = NULL; /* the struct is in p->rec */
     }
     int fd = p->exit_fd;
     p->exit_fd = -1;
+    p->flags &= ~(unsigned)P_HAS_PIDFD;
     nest__fd_close(fd);
 }
 
@@ -282,8 +353,8 @@ static int try_reap(nest_process *p) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
         flags = 0; /* EOF: the child is a zombie, waitpid returns at once */
     }
-    int st = 0;
-    pid_t r = waitpid_retry(p->pid, &st, flags);
+    int code = 0;
+    int r = wait_status(p, flags, &code);
     if (r == 0) return 0;
     exit_watch_release(p);
     p->flags |= P_REAPED;
@@ -292,7 +363,7 @@ static int try_reap(nest_process *p) {
         p->returncode = 0;
         return -ECHILD;
     }
-    p->returncode = decode_status(st);
+    p->returncode = code;
     return 1;
 }
 
@@ -308,22 +379,25 @@ static int reap_wait(nest_process *p) {
 
 /* Kills and reaps without blocking the runtime for more than the kernel's
  * time to end a SIGKILLed process.  For paths that cannot wait as a task
- * (spawn's own failure, close after a failed wait). */
+ * (spawn's own failure, close after a failed wait).  The blocking wait
+ * relies on the rule that the program does not reap our children: with
+ * SIGCHLD set to SIG_IGN the kernel reaps them itself, and POSIX lets a
+ * blocking waitpid(pid) then return (ECHILD) only once all of them have
+ * exited (Linux returns when this one has). */
 static void kill_and_reap_now(nest_process *p) {
     if (!(p->flags & P_REAPED)) {
-        kill(p->pid, SIGKILL);
+        (void)send_signal(p, SIGKILL);
         if (p->watch) { /* its waitid returns now; the pid is not reaped before */
             pthread_join(p->watch->thread, NULL);
-            nest__free(p->watch, sizeof *p->watch);
             p->watch = NULL;
         }
-        int st = 0;
-        pid_t r = waitpid_retry(p->pid, &st, 0);
+        int code = 0;
+        int r = wait_status(p, 0, &code);
         p->flags |= P_REAPED;
         if (r < 0)
             p->flags |= P_LOST;
         else
-            p->returncode = decode_status(st);
+            p->returncode = code;
     }
     exit_watch_release(p);
 }
@@ -337,14 +411,14 @@ static int terminate_and_reap(nest_process *p) {
     nest_scope_enter(&shield, NEST_FOREVER);
     nest_scope_set_shield(&shield, 1);
     if (p->term_signal > 0 && p->grace > 0) {
-        kill(p->pid, p->term_signal);
+        (void)send_signal(p, p->term_signal);
         nest_scope grace;
         nest_move_on_after(&grace, p->grace);
         rc = reap_wait(p);
         rc = nest_scope_exit(&grace, rc);
     }
     if (!(p->flags & P_REAPED)) {
-        kill(p->pid, SIGKILL);
+        (void)send_signal(p, SIGKILL);
         rc = reap_wait(p);
     }
     nest_scope_exit(&shield, 0);
@@ -384,7 +458,8 @@ static int check_options(const char *path, char *const argv[], const nest_proces
     return 0;
 }
 
-/* Sets up fd i of the child in fa; for a pipe, *parent_end is ours. */
+/* Sets up fd i of the child in fa; for a pipe, *parent_end is ours.
+ * *child_end is a parent's fd to close once the child has been started. */
 static int stdio_action(posix_spawn_file_actions_t *fa, const nest_process_options *o, int i,
                         int *parent_end, int *child_end) {
     int fds[2];
@@ -405,7 +480,14 @@ static int stdio_action(posix_spawn_file_actions_t *fa, const nest_process_optio
         return -posix_spawn_file_actions_addopen(fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY,
                                                  0);
     case NEST_STDIO_FD:
-        return -posix_spawn_file_actions_adddup2(fa, o->stdio_fd[i], i);
+        if (o->stdio_fd[i] >= 3) return -posix_spawn_file_actions_adddup2(fa, o->stdio_fd[i], i);
+        /* The actions run in order, so a source among 0, 1, 2 may already
+         * have been replaced in the child by an earlier one (stdout and
+         * stderr swapped; the parent's stdin given as stdout while stdin
+         * is a pipe).  A copy above 2, made now in the parent, still is
+         * the fd the caller meant when its turn comes. */
+        if ((*child_end = fcntl(o->stdio_fd[i], F_DUPFD_CLOEXEC, 3)) < 0) return nest__neg_errno();
+        return -posix_spawn_file_actions_adddup2(fa, *child_end, i);
     case NEST_STDIO_STDOUT:
         return -posix_spawn_file_actions_adddup2(fa, 1, 2);
     default:
@@ -437,8 +519,10 @@ static int do_spawn(nest_process *p, const char *path, char *const argv[],
         posix_spawn_file_actions_destroy(&fa);
         return rc;
     }
-    /* First the directory, so that a relative path (program or
-     * NEST_STDIO_FD target) is taken from there, as Python's cwd does. */
+    /* First the directory, so that a relative program path is taken from
+     * there, as Python's cwd does.  (Nothing else here is a path that it
+     * could affect: /dev/null is absolute, and NEST_STDIO_FD names one of
+     * the parent's open fds.) */
     if (o->cwd) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 29)
         rc = -posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
@@ -446,7 +530,8 @@ static int do_spawn(nest_process *p, const char *path, char *const argv[],
         rc = -ENOSYS;
 #endif
     }
-    for (int i = 0; i < 3 && rc == 0; i++) rc = stdio_action(&fa, o, i, &parent_end[i], &child_end[i]);
+    for (int i = 0; i < 3 && rc == 0; i++)
+        rc = stdio_action(&fa, o, i, &parent_end[i], &child_end[i]);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
     if (rc == 0 && !o->inherit_fds) rc = -posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 #endif
@@ -469,23 +554,57 @@ static int do_spawn(nest_process *p, const char *path, char *const argv[],
 }
 
 /* Notices the exit of the freshly spawned p->pid: a pidfd where the
- * kernel has one, else a watcher thread using w (or a new struct). */
-static int exit_watch_begin(nest_process *p, struct nest__proc_watch **w) {
-    if (!*w) {
+ * kernel has one, else a watcher thread whose struct is in the record
+ * (allocated before the spawn, so no allocation can fail here). */
+static int exit_watch_begin(nest_process *p, struct nest__proc_rec *rec) {
+    if (!want_thread()) {
         int fd = pidfd_open_(p->pid);
         if (fd >= 0) {
             p->exit_fd = fd;
+            p->flags |= P_HAS_PIDFD;
             return 0;
         }
         /* ENOSYS: an old kernel; EPERM: a seccomp filter that refuses it. */
         if (fd != -ENOSYS && fd != -EPERM) return fd;
         atomic_store(&no_pidfd, 1);
-        *w = nest__alloc(sizeof **w);
-        if (!*w) return -ENOMEM;
     }
-    int rc = watch_start(p, *w);
-    if (rc == 0) *w = NULL; /* p owns it now */
-    return rc;
+    return watch_start(p, &rec->watch);
+}
+
+/* Puts p's record on the runtime's list of live processes. */
+static void live_link(struct nest__rt *rt, nest_process *p, const char *path) {
+    struct nest__proc_rec *rec = p->rec;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash && slash[1] ? slash + 1 : path;
+    size_t n = strlen(base);
+    if (n >= sizeof rec->name) n = sizeof rec->name - 1;
+    memcpy(rec->name, base, n);
+    rec->name[n] = 0;
+    rec->pid = p->pid;
+    rec->next = rt->procs;
+    rec->prev = &rt->procs;
+    if (rt->procs) rt->procs->prev = &rec->next;
+    rt->procs = rec;
+}
+
+/* Takes p's record off the list and frees it (the watcher is joined). */
+static void live_unlink(nest_process *p) {
+    struct nest__proc_rec *rec = p->rec;
+    *rec->prev = rec->next;
+    if (rec->next) rec->next->prev = rec->prev;
+    p->rec = NULL;
+    nest__free(rec, sizeof *rec);
+}
+
+void nest__process_check_closed(struct nest__rt *rt) {
+    struct nest__proc_rec *rec = rt->procs;
+    if (!rec) return;
+    size_t n = 0;
+    for (struct nest__proc_rec *r = rec; r; r = r->next) n++;
+    nest__panic("the run ended with %zu process%s not closed, e.g. pid %d (%s) (rule: every "
+                "nest_process_spawn() must be matched by nest_process_close() before the run "
+                "ends)",
+                n, n == 1 ? "" : "es", (int)rec->pid, rec->name);
 }
 
 int nest_process_spawn(nest_process *p, const char *path, char *const argv[],
@@ -503,17 +622,18 @@ int nest_process_spawn(nest_process *p, const char *path, char *const argv[],
     for (int i = 0; i < 3; i++) p->pipes[i].fd = -1;
     int rc = check_options(path, argv, o);
     if (rc < 0) return rc;
-    /* Allocated before the child exists, so that out of memory never has
-     * to kill a child that was already started. */
-    struct nest__proc_watch *w = NULL;
-    if (want_thread() && !(w = nest__alloc(sizeof *w))) return -ENOMEM;
+    /* Allocated before the child exists (it also holds the watcher's
+     * struct, should pidfd_open be refused), so that out of memory never
+     * has to kill a child that was already started. */
+    struct nest__proc_rec *rec = nest__alloc(sizeof *rec);
+    if (!rec) return -ENOMEM;
     int parent_end[3] = {-1, -1, -1}, child_end[3] = {-1, -1, -1};
     rc = do_spawn(p, path, argv, o, parent_end, child_end);
     for (int i = 0; i < 3; i++)
         if (child_end[i] >= 0) close(child_end[i]);
-    if (rc == 0 && (rc = exit_watch_begin(p, &w)) < 0) kill_and_reap_now(p);
-    if (w) nest__free(w, sizeof *w);
+    if (rc == 0 && (rc = exit_watch_begin(p, rec)) < 0) kill_and_reap_now(p);
     if (rc < 0) {
+        nest__free(rec, sizeof *rec);
         for (int i = 0; i < 3; i++)
             if (parent_end[i] >= 0) close(parent_end[i]);
         p->pid = -1;
@@ -530,6 +650,8 @@ int nest_process_spawn(nest_process *p, const char *path, char *const argv[],
     }
     p->grace = o->grace;
     p->term_signal = o->term_signal;
+    p->rec = rec;
+    live_link(nest__rt_cur, p, path);
     p->magic = PROC_LIVE;
     return 0;
 }
@@ -590,7 +712,7 @@ int nest_process_signal(nest_process *p, int sig) {
     if (sig < 0 || sig >= 65) return -EINVAL;
     if (p->magic == PROC_CLOSED) return NEST_ECLOSED;
     if (p->flags & P_REAPED) return 0;
-    return kill(p->pid, sig) < 0 ? nest__neg_errno() : 0;
+    return send_signal(p, sig);
 }
 
 int nest_process_terminate(nest_process *p) { return nest_process_signal(p, SIGTERM); }
@@ -613,6 +735,7 @@ int nest_process_close(nest_process *p) {
         nest_notify_closing(p->exit_fd);
     }
     int rc = terminate_and_reap(p);
+    live_unlink(p);
     p->magic = PROC_CLOSED;
     return rc;
 }

@@ -224,6 +224,7 @@ void nest__rt_root_done(struct nest__rt *rt) {
 /* Tears down a runtime whose tasks have all finished and returns the run's
  * result.  Clears nest__rt_cur. */
 int nest__rt_destroy(struct nest__rt *rt) {
+    nest__process_check_closed(rt);
     int rc = rt->deadlocked ? NEST_EDEADLOCK : rt->interrupted ? NEST_EINTERRUPTED : rt->root_rc;
     if (rt->instr) nest__hook_run(rt, 1);
     if (rc < 0 && rt->seed && !rt->quiet)
@@ -277,12 +278,18 @@ int nest__rt_guest_slice(struct nest__rt *rt) {
     if (NEST__UNLIKELY(rt->dump_req)) nest__dump_signalled(rt);
     if (NEST__UNLIKELY(rt->foreign_req)) nest__foreign_drain(rt);
     expire(rt);
-    if (rt->runq_head) nest__run_main(rt);
+    if (rt->runq_head) {
+        rt->guest_quiet_since = 0;
+        nest__run_main(rt);
+    }
     if (rt->root_done && !rt->guest_ending) {
         rt->guest_ending = 1;
         nest__rt_root_done(rt);
     }
-    return rt->root_done && !rt->nsystem;
+    /* Abandoned thread jobs (rt->nforeign) are waited for here, from the
+     * host's loop, rather than joined by nest__rt_destroy inside one host
+     * callback: a cancelled name lookup may take seconds to return. */
+    return rt->root_done && !rt->nsystem && !rt->nforeign;
 }
 
 /* Before the host's loop blocks: what idle() decides, without blocking.
@@ -303,7 +310,16 @@ nest_time nest__rt_guest_plan(struct nest__rt *rt, int timer_fired) {
     if (next == NEST_FOREVER) return -1;
     if (rt->clock_kind == NEST_CLOCK_MONOTONIC) return next > rt->now ? next - rt->now : 0;
     if (rt->autojump == NEST_FOREVER) return -1;
-    if (rt->autojump > 0 && !timer_fired) return rt->autojump;
+    if (rt->autojump > 0 && !timer_fired) {
+        /* Count the threshold from when the guest went quiet, not from
+         * this iteration: the host's own watchers may turn its loop far
+         * more often than the threshold, and must not postpone the jump. */
+        nest_time real = nest__monotonic();
+        if (!rt->guest_quiet_since) rt->guest_quiet_since = real;
+        nest_time left = rt->guest_quiet_since + rt->autojump - real;
+        if (left > 0) return left;
+    }
+    rt->guest_quiet_since = 0;
     rt->now = next;
     nest__deadline_expire(rt, next);
     return 0;

@@ -621,3 +621,115 @@ NEST_TEST(a_token_call_from_the_host_thread_is_edeadlk_not_a_hang) {
     CHECK_EQ(d.rc, 0);
     ev_loop_destroy(loop);
 }
+
+/* ---- the mock clock's autojump under a busy host --------------------------------- */
+
+struct ticking {
+    ev_timer t;
+    int ticks;
+    int ticks_at_done;
+    struct done_rec d;
+};
+
+static void tick_count_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    ((struct ticking *)w->data)->ticks++;
+}
+
+static void done_stop_ticking(void *ud, int rc) {
+    struct ticking *k = ud;
+    k->d.calls++;
+    k->d.rc = rc;
+    k->ticks_at_done = k->ticks;
+    ev_timer_stop(EV_DEFAULT, &k->t); /* the test's loop is the default one */
+}
+
+NEST_TEST(autojump_is_not_postponed_by_a_busy_host) {
+    /* The host turns its loop every 2 ms; the guest's threshold is 30 ms.
+     * The jump must come after about 15 host ticks - not never (each host
+     * iteration restarting the countdown), and not at once. */
+    struct ev_loop *loop = EV_DEFAULT;
+    struct ticking k;
+    memset(&k, 0, sizeof k);
+    ev_timer_init(&k.t, tick_count_cb, 0.002, 0.002);
+    k.t.data = &k;
+    ev_timer_start(loop, &k.t);
+    nest_run_options o = mock_opts(NEST_MSEC(30));
+    CHECK_EQ(nest_guest_start(loop, sleep_long, NULL, &o, done_stop_ticking, &k, NULL), 0);
+    ev_run(loop, 0);
+    CHECK_EQ(k.d.calls, 1);
+    CHECK_EQ(k.d.rc, 3600);
+    /* At least 30 ms of real time passed first: ticks come at most every
+     * 2 ms, so at least 30 / 2 - 1 of them. */
+    CHECK(k.ticks_at_done >= 14);
+}
+
+/* ---- an abandoned thread job is waited for from the host's loop ----------------- */
+
+struct slow_job_ctl {
+    int started[2]; /* the job tells the host it runs */
+    int release[2]; /* the host lets it finish */
+    int job_done;
+    nest_guest *g;
+    ev_io on_started;
+    ev_timer later;
+};
+
+static int abandoned_job(void *arg) {
+    struct slow_job_ctl *c = arg;
+    char x = 's';
+    CHECK_EQ(write(c->started[1], &x, 1), 1);
+    CHECK_EQ(read(c->release[0], &x, 1), 1); /* until the host's timer writes */
+    c->job_done = 1;
+    return 0;
+}
+
+static int abandon_a_job(void *arg) {
+    int rc = nest_to_thread(abandoned_job, arg, NULL, NEST_THREAD_ABANDON);
+    return rc == -ECANCELED ? 11 : rc; /* the host cancels the run meanwhile */
+}
+
+static void release_job_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    struct slow_job_ctl *c = w->data;
+    CHECK_EQ(write(c->release[1], "x", 1), 1);
+}
+
+static void job_started_cb(struct ev_loop *loop, ev_io *w, int revents) {
+    (void)revents;
+    struct slow_job_ctl *c = w->data;
+    char x;
+    CHECK_EQ(read(c->started[0], &x, 1), 1);
+    ev_io_stop(loop, w);
+    nest_guest_cancel(c->g); /* the guest abandons the running job */
+    ev_timer_init(&c->later, release_job_cb, 0.005, 0.);
+    c->later.data = c;
+    ev_timer_start(loop, &c->later);
+}
+
+NEST_TEST(the_run_ends_after_its_abandoned_jobs_without_blocking_the_host) {
+    struct slow_job_ctl c;
+    memset(&c, 0, sizeof c);
+    CHECK_EQ(pipe(c.started), 0);
+    CHECK_EQ(pipe(c.release), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    ev_io_init(&c.on_started, job_started_cb, c.started[0], EV_READ);
+    c.on_started.data = &c;
+    ev_io_start(loop, &c.on_started);
+    struct done_rec d = {0, 0};
+    CHECK_EQ(nest_guest_start(loop, abandon_a_job, &c, NULL, on_done, &d, &c.g), 0);
+    /* The host's timer is what lets the job finish: had the guest joined
+     * its worker inside a host callback once its root returned, the timer
+     * could never fire. */
+    ev_run(loop, 0);
+    CHECK_EQ(d.calls, 1);
+    CHECK_EQ(d.rc, 11);
+    CHECK_EQ(c.job_done, 1);
+    ev_loop_destroy(loop);
+    for (int i = 0; i < 2; i++) {
+        close(c.started[i]);
+        close(c.release[i]);
+    }
+}

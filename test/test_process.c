@@ -13,7 +13,11 @@
  * has exited gives -EPIPE, not SIGPIPE; nest_process_run: input,
  * captured output, truncation, cancellation; cwd, envp, PATH lookup; only
  * fds 0-2 are inherited by default; dumps say "waiting for process N to
- * exit"; out-of-memory at every allocation; misuse.
+ * exit"; out-of-memory at every allocation; misuse.  Also: NEST_STDIO_FD
+ * sources among 0-2 are taken as they were before the spawn (stdout and
+ * stderr swapped); with a pidfd, a pid reaped behind nest's back and
+ * reused is neither signalled nor reaped; a process left unclosed aborts
+ * the end of the run.
  *
  * Both ways of noticing an exit are tested: the pidfd (default on Linux)
  * and, with nest__process_force_thread(1), the watcher thread; cases
@@ -24,6 +28,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -758,6 +763,75 @@ static int options_body(void *arg) {
 
 NEST_TEST(cwd_env_path_lookup_and_fd_inheritance) { CHECK_EQ(run_mock(options_body, NULL), 0); }
 
+/* Reads fd (a pipe's read end, taken over) to EOF into buf. */
+static void read_fd_all(int fd, char *buf, size_t cap) {
+    nest_pipe_stream r;
+    CHECK_EQ(nest_pipe_stream_init(&r, fd), 0);
+    CHECK(read_all(&r.stream, buf, cap) >= 0);
+    nest_stream_close(&r.stream);
+}
+
+/* NEST_STDIO_FD sources 0, 1, 2 are the parent's fds as they were before
+ * the spawn, even where an earlier dup2 in the child replaced them.  The
+ * parent's 0, 1, 2 become pipes for the moment of the spawn. */
+static int low_fds_body(void *arg) {
+    (void)arg;
+    int fds = count_fds();
+    int a[2], b[2], c[2];
+    CHECK_EQ(pipe2(a, O_CLOEXEC), 0);
+    CHECK_EQ(pipe2(b, O_CLOEXEC), 0);
+    CHECK_EQ(pipe2(c, O_CLOEXEC), 0);
+    int save[3];
+    fflush(stdout);
+    fflush(stderr);
+    for (int i = 0; i < 3; i++) CHECK((save[i] = fcntl(i, F_DUPFD_CLOEXEC, 3)) >= 3);
+    CHECK_EQ(dup2(c[1], 0), 0); /* the parent's "stdin" is the write end of c */
+    CHECK_EQ(dup2(a[1], 1), 1);
+    CHECK_EQ(dup2(b[1], 2), 2);
+
+    /* Swapped: the child's stdout is the parent's fd 2, its stderr fd 1. */
+    nest_process p1, p2;
+    nest_process_options o = pipes(0, 0, 0);
+    o.stdio[1] = o.stdio[2] = NEST_STDIO_FD;
+    o.stdio_fd[1] = 2;
+    o.stdio_fd[2] = 1;
+    int rc1 = spawn_sh(&p1, "echo out; echo err >&2", &o);
+    /* The parent's fd 0 as the child's stdout, while its stdin is a pipe
+     * (whose dup2 onto 0 comes first). */
+    o = pipes(1, 0, 0);
+    o.stdio[1] = NEST_STDIO_FD;
+    o.stdio_fd[1] = 0;
+    int rc2 = spawn_sh(&p2, "read x; echo \"got $x\"", &o);
+    for (int i = 0; i < 3; i++) {
+        dup2(save[i], i);
+        close(save[i]);
+    }
+    CHECK_EQ(rc1, 0);
+    CHECK_EQ(rc2, 0);
+    close(a[1]);
+    close(b[1]);
+    close(c[1]);
+    CHECK_EQ(nest_stream_send_all(p2.stdin_, "in\n", 3, NULL), 0);
+    char out[32], err[32], got[32];
+    read_fd_all(a[0], err, sizeof err);
+    read_fd_all(b[0], out, sizeof out);
+    read_fd_all(c[0], got, sizeof got);
+    CHECK_STREQ(out, "out\n");
+    CHECK_STREQ(err, "err\n");
+    CHECK_STREQ(got, "got in\n");
+    int code = -1;
+    CHECK_EQ(nest_process_wait(&p1, &code), 0);
+    CHECK_EQ(code, 0);
+    CHECK_EQ(nest_process_wait(&p2, &code), 0);
+    CHECK_EQ(code, 0);
+    CHECK_EQ(nest_process_close(&p1), 0);
+    CHECK_EQ(nest_process_close(&p2), 0);
+    CHECK_EQ(count_fds(), fds);
+    return 0;
+}
+
+NEST_TEST(stdio_fd_sources_0_1_2_land_where_asked) { CHECK_EQ(run_mock(low_fds_body, NULL), 0); }
+
 /* ---- out of memory ------------------------------------------------------------ */
 
 static long fail_after;
@@ -808,7 +882,70 @@ NEST_TEST(out_of_memory_at_every_allocation_leaks_nothing_thread) {
     oom_loop();
 }
 
+/* ---- pid reuse ------------------------------------------------------------------ */
+
+/* The program breaks the rule and reaps nest's child itself; its pid is
+ * then free for reuse.  Reuse is simulated by pointing p.pid at another
+ * child of the program (the victim): with a pidfd, nest signals and reaps
+ * through it and so never touches the victim. */
+static int reuse_body(void *arg) {
+    (void)arg;
+    nest_process p;
+    nest_process_options o = pipes(0, 0, 0);
+    char *t[] = {"true", NULL};
+    CHECK_EQ(nest_process_spawn(&p, "/bin/true", t, &o), 0);
+    char target[128];
+    fd_target(p.exit_fd, target, sizeof target);
+    if (!strstr(target, "pidfd")) {
+        nest_process_close(&p);
+        NEST_SKIP("this kernel has no pidfd_open");
+    }
+    int st;
+    CHECK_EQ(waitpid(p.pid, &st, 0), p.pid); /* behind nest's back */
+    pid_t victim;
+    char *sl[] = {"sleep", "1000", NULL};
+    CHECK_EQ(posix_spawn(&victim, "/bin/sleep", NULL, NULL, sl, environ), 0);
+    p.pid = victim; /* as if the pid had been reused */
+    CHECK_EQ(nest_process_kill(&p), -ESRCH);
+    CHECK_EQ(nest_process_poll(&p, NULL), -ECHILD);
+    CHECK_EQ(waitpid(victim, &st, WNOHANG), 0); /* alive, not reaped */
+    CHECK_EQ(nest_process_close(&p), -ECHILD);
+    CHECK_EQ(waitpid(victim, &st, WNOHANG), 0);
+    CHECK_EQ(kill(victim, SIGKILL), 0);
+    CHECK_EQ(waitpid(victim, &st, 0), victim);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    return 0;
+}
+
+NEST_TEST(with_a_pidfd_a_reused_pid_is_never_signalled_or_reaped) {
+    CHECK_EQ(run_mock(reuse_body, NULL), 0);
+}
+
 /* ---- misuse ---------------------------------------------------------------------- */
+
+static int unclosed_body(void *arg) {
+    (void)arg;
+    nest_process p, q;
+    nest_process_options o = pipes(1, 0, 0); /* cat ends when we die */
+    char *argv[] = {"cat", NULL};
+    CHECK_EQ(spawn_sh(&q, "exit 0", &o), 0);
+    CHECK_EQ(nest_process_spawn(&p, "/bin/cat", argv, &o), 0);
+    CHECK_EQ(nest_process_close(&q), 0); /* closed (behind p in the list): not reported */
+    return 0;
+}
+
+NEST_TEST(a_process_left_unclosed_aborts_at_the_end_of_the_run) {
+    const char *texts[] = {"1 process not closed",
+                           "nest_process_spawn() must be matched by nest_process_close() before "
+                           "the run ends",
+                           "(cat)", NULL};
+    expect_abort(unclosed_body, texts);
+}
+NEST_TEST(a_process_left_unclosed_aborts_at_the_end_of_the_run_thread) {
+    nest__process_force_thread(1);
+    const char *texts[] = {"1 process not closed", "(cat)", NULL};
+    expect_abort(unclosed_body, texts);
+}
 
 static int never_spawned(void *arg) {
     (void)arg;

@@ -28,9 +28,9 @@
  *    calls that need a task abort there as anywhere else.  Several guests may
  *    share one loop.
  *  - A guest never takes SIGINT (the host owns the process's signals; use a
- *    signal receiver in a task if the guest should see it), and is never
- *    declared deadlocked: host code may call in at any moment
- *    (nest_guest_call), so a guest that nothing can wake simply waits, and
+ *    signal receiver in a task if the guest should see it), and is not
+ *    declared deadlocked (except inside nest_guest_call): host code may call
+ *    in at any moment, so a guest that nothing can wake simply waits, and
  *    keeps nothing on the host's loop alive (ev_run may return).
  *  - Everything the guest puts on the host's loop holds a reference only
  *    while nest really waits for it (an fd, the next deadline, runnable
@@ -53,8 +53,12 @@ NEST_BEGIN_DECLS
 typedef struct nest_guest nest_guest;
 
 /* Called once, from inside the host's ev_run(), when the guest run has
- * ended: rc is the root task's result, as nest_run() would return it (a
- * guest is never declared deadlocked or interrupted, see above).  By then the guest has removed its
+ * ended: rc is the root task's result, or NEST_EDEADLOCK if a
+ * nest_guest_call() found that nothing could ever finish it (see there; a
+ * guest is otherwise never declared deadlocked, nor interrupted).  The run
+ * ends once every task has finished and every worker-thread job it
+ * abandoned (NEST_THREAD_ABANDON, a cancelled name lookup) has returned;
+ * the host's loop keeps turning meanwhile.  By then the guest has removed its
  * watchers from the loop and freed everything it allocated; the nest_guest
  * handle is gone.  The callback may start another guest, or call
  * ev_break() on the loop. */
@@ -98,9 +102,10 @@ NEST_API void nest_guest_cancel(nest_guest *g);
  * is cancelled and its result is whatever fn returns after unwinding; the
  * completion callback may then run inside this call.  If nothing at all
  * can finish fn (the guest has no runnable task, deadline, fd or thread job
- * and the host's loop has no active watcher), that is a deadlock: reported
- * and handled as under nest_run (the run is cancelled; it ends with
- * NEST_EDEADLOCK).  Host code only (aborts inside a task).  From other
+ * and the host's loop has no referenced active watcher, which is when
+ * ev_run() returns - an ev_unref'd host watcher does not count), that is a
+ * deadlock: reported and handled as under nest_run (the run is cancelled;
+ * it ends with NEST_EDEADLOCK).  Host code only (aborts inside a task).  From other
  * threads use nest_token_run() (nest/thread.h). */
 NEST_API int nest_guest_call(nest_guest *g, nest_fn fn, void *arg, int *result);
 

@@ -38,9 +38,12 @@
  * exit".
  *
  * Rules: a process belongs to one runtime; every spawned process must be
- * closed (nest_process_close) before nest_run returns; the program must
- * not reap nest's children itself (waitpid(-1, ...), SIGCHLD set to
- * SIG_IGN): the status is then lost and waits return -ECHILD.
+ * closed (nest_process_close) before nest_run returns, or the end of the
+ * run aborts naming one that was not; the program must not reap nest's
+ * children itself (waitpid(-1, ...), SIGCHLD set to SIG_IGN): the status
+ * is then lost and waits return -ECHILD.  Where nest has a pidfd it
+ * signals and reaps through it, so a reaped child's reused pid is never
+ * hit; without one (the watcher thread) that safety rests on this rule.
  */
 #ifndef NEST_PROCESS_H
 #define NEST_PROCESS_H
@@ -101,7 +104,10 @@ typedef struct nest_process_options {
     /* For stdin (0), stdout (1), stderr (2): an enum nest_stdio value. */
     int stdio[3];
     /* For NEST_STDIO_FD: the parent's fd the child gets as fd i.  It stays
-     * the caller's (nest neither closes nor changes it). */
+     * the caller's (nest neither closes nor changes it).  Any of the
+     * parent's fds may be given, 0, 1 and 2 included, in any arrangement
+     * (stdout and stderr swapped, the parent's stdin as the child's
+     * stdout): each is the parent's fd as it was before the spawn. */
     int stdio_fd[3];
     /* Non-zero: the child also inherits the parent's fds that lack
      * FD_CLOEXEC.  0 (the default): only fds 0, 1 and 2 are passed on
@@ -123,6 +129,7 @@ NEST_API void nest_process_options_init(nest_process_options *o);
 
 struct nest__proc_watch;
 struct nest__proc_wait;
+struct nest__proc_rec;
 
 /* A child process.  Caller-allocated; it must stay in place from spawn
  * until nest_process_close() returns.  Read pid, stdin_, stdout_,
@@ -143,6 +150,7 @@ typedef struct nest_process {
     struct nest__proc_wait *waiter; /* the wait in progress, or NULL */
     nest_time grace;
     int term_signal;
+    struct nest__proc_rec *rec; /* on the runtime's list of unclosed ones */
 } nest_process;
 
 /* Starts path with arguments argv (NULL-terminated; argv[0] is the
@@ -193,9 +201,12 @@ NEST_API int nest_process_poll(nest_process *p, int *returncode);
 /* Sends signal sig to the child, if it has not been reaped yet (a reaped
  * child's pid may belong to another process by now, so then nothing is
  * sent and 0 is returned).  nest_process_terminate sends SIGTERM,
- * nest_process_kill SIGKILL.  Not checkpoints.  Return 0, -EINVAL for a
- * bad signal, NEST_ECLOSED once p is closed, or a negated errno from
- * kill(2).  Must be called from a task. */
+ * nest_process_kill SIGKILL.  With a pidfd the signal goes through it
+ * (pidfd_send_signal), so it can reach only this child: if the program
+ * broke the rules above and reaped it, the result is -ESRCH.  Not
+ * checkpoints.  Return 0, -EINVAL for a bad signal, NEST_ECLOSED once p
+ * is closed, or a negated errno from pidfd_send_signal(2) or kill(2).
+ * Must be called from a task. */
 NEST_API int nest_process_signal(nest_process *p, int sig);
 NEST_API int nest_process_terminate(nest_process *p);
 NEST_API int nest_process_kill(nest_process *p);
