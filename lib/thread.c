@@ -97,6 +97,7 @@ struct pool {
  * WORKER_SPIN of CPU per job. */
 #define WORKER_SPIN NEST_USEC(20)
 #define CALLER_SPIN NEST_USEC(20)
+#define TOKEN_SPIN NEST_USEC(50) /* nest_token_run's requester, see submit() */
 #define CALLER_SPIN_SKIP_MAX 63u /* chances skipped after misses: fn is slow */
 #define CALLER_SPIN_SKIP_CPU 7u  /* ... the job did not even start */
 
@@ -574,7 +575,7 @@ struct treq {
     nest_scope *scope;
     int rc;     /* fn's result */
     int status; /* 0, NEST_ECLOSED or -ENOMEM */
-    int done;
+    _Atomic int done; /* written under mu; the requester may spin on it */
 };
 
 struct nest_token {
@@ -655,6 +656,13 @@ static int submit(nest_token *tok, struct treq *r) {
         tok->head = r;
     tok->tail = r;
     token_poke(tok);
+    /* A function that returns at once is usually done within a few
+     * microseconds of the runtime waking: watch for that, without the
+     * lock, before sleeping on the condition variable (which would cost
+     * the runtime's thread a futex wake and this one a reschedule). */
+    pthread_mutex_unlock(&tok->mu);
+    spin_for(&r->done, 1, TOKEN_SPIN);
+    pthread_mutex_lock(&tok->mu);
     while (!r->done) pthread_cond_wait(&tok->cv, &tok->mu);
     int left = --tok->refs;
     if (left == 1 && !tok->closed) token_poke(tok); /* as nest_token_release */
