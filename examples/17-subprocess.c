@@ -8,13 +8,15 @@
  *    to its stdin while another reads its stdout, at the same time (a
  *    child with a full output pipe would stop reading its input, so doing
  *    both in one task can deadlock on large data).
- * 3. A child that ignores SIGTERM runs under a 100 ms deadline: the
- *    deadline cancels the run, the child gets SIGTERM, then - after the
- *    grace period, shortened here to 200 ms - SIGKILL, and is reaped before
- *    nest_process_run returns -ETIMEDOUT through the scope.  Look for the
- *    returncode -9 and the time, about 300 ms.  (exec matters: the
- *    signals go to the shell's pid, so a plain `sleep` child of the shell
- *    would outlive it.)
+ * 3. A shell pipeline that ignores SIGTERM runs under a 100 ms deadline:
+ *    the deadline cancels the run, the child gets SIGTERM, then - after
+ *    the grace period, shortened here to 200 ms - SIGKILL, and is reaped
+ *    before nest_process_run returns -ETIMEDOUT through the scope.  Look
+ *    for the returncode -9 and the time, about 300 ms.  new_group matters:
+ *    `sleep` and `cat` are the shell's children, not nest's; with
+ *    new_group the shell leads a process group and the signals go to the
+ *    whole group.  Without it only the shell would die, and the pipeline
+ *    would run on for 10 s after the example ended.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -71,11 +73,12 @@ static int body(void *arg) {
     nest_process_close(&p); /* always: reaps, closes the pipes */
     printf("   tr: %s, returncode %d\n", nest_err_name(rc), code);
 
-    /* 3. A deadline on a child that ignores SIGTERM. */
-    char *stubborn[] = {"sh", "-c", "trap '' TERM; exec sleep 10", NULL};
+    /* 3. A deadline on a pipeline that ignores SIGTERM. */
+    char *stubborn[] = {"sh", "-c", "trap '' TERM; sleep 10 | cat", NULL};
     nest_process_options_init(&o);
     o.search_path = 1;
     o.grace = NEST_MSEC(200);
+    o.new_group = 1; /* signal the shell's children too */
     nest_time t0 = nest_now();
     nest_scope s;
     nest_fail_after(&s, NEST_MSEC(100));

@@ -39,6 +39,15 @@
  *    and if waiting fails for another reason (out of memory for the fd
  *    table) the child is SIGKILLed and reaped with a blocking waitpid.
  *  - Pipe writes never raise SIGPIPE (see write_nosigpipe).
+ *  - A pipe stream's fd is closed only through nest__fd_close (close,
+ *    send_eof), so its waits reuse their watcher (nest__wait_stable, as
+ *    socket streams do; design/10-io-and-sockets.md).
+ *  - With new_group (P_GROUP) the child leads a process group whose id is
+ *    its pid, and the group is signalled only while the leader is
+ *    unreaped: the leader, even as a zombie, keeps that id from naming any
+ *    other group.  Every reap of a leader is preceded by a SIGKILL to its
+ *    group, sent once the leader is known to have exited (waitid WNOWAIT,
+ *    or the watcher's EOF) - the last moment the group can be reached.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -70,6 +79,7 @@ enum {
     P_LOST = 1u << 1,      /* someone else reaped it: waits return -ECHILD */
     P_CLOSING = 1u << 2,   /* nest_process_close is running */
     P_HAS_PIDFD = 1u << 3, /* exit_fd is a pidfd */
+    P_GROUP = 1u << 4,     /* new_group: signals go to the process group */
 };
 
 /* ---- pipe streams ---------------------------------------------------------- */
@@ -101,7 +111,8 @@ static ssize_t write_nosigpipe(int fd, const void *buf, size_t len) {
 
 static int pipe_send_all(nest_stream *s, const void *buf, size_t len, size_t *sent,
                          nest_stream_op *op) {
-    int fd = ((nest_pipe_stream *)s)->fd;
+    nest_pipe_stream *ps = (nest_pipe_stream *)s;
+    int fd = ps->fd;
     const char *p = buf;
     size_t total = 0;
     int waited = 0;
@@ -116,7 +127,7 @@ static int pipe_send_all(nest_stream *s, const void *buf, size_t len, size_t *se
             *sent = total;
             return (int)n;
         }
-        int rc = nest_wait_writable(fd);
+        int rc = nest__wait_stable(fd, 1, &ps->waited);
         waited = 1;
         if (op->closed || rc < 0) {
             *sent = total;
@@ -129,7 +140,8 @@ static int pipe_send_all(nest_stream *s, const void *buf, size_t len, size_t *se
 }
 
 static ssize_t pipe_receive_some(nest_stream *s, void *buf, size_t max, nest_stream_op *op) {
-    int fd = ((nest_pipe_stream *)s)->fd;
+    nest_pipe_stream *ps = (nest_pipe_stream *)s;
+    int fd = ps->fd;
     int waited = 0;
     for (;;) {
         ssize_t n = read(fd, buf, max);
@@ -139,7 +151,7 @@ static ssize_t pipe_receive_some(nest_stream *s, void *buf, size_t max, nest_str
         }
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return nest__neg_errno();
-        int rc = nest_wait_readable(fd);
+        int rc = nest__wait_stable(fd, 0, &ps->waited);
         waited = 1;
         if (op->closed || rc < 0) return rc < 0 ? rc : NEST_ECLOSED;
     }
@@ -180,6 +192,7 @@ int nest_pipe_stream_init(nest_pipe_stream *s, int fd) {
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return nest__neg_errno();
     nest_stream_init(&s->stream, &pipe_vt);
     s->fd = fd;
+    s->waited = 0;
     return 0;
 }
 
@@ -258,19 +271,39 @@ static int has_pidfd(const nest_process *p) {
     return (p->flags & P_HAS_PIDFD) && p->exit_fd >= 0;
 }
 
-/* Sends sig to the child: through its pidfd when there is one, so that a
- * pid reaped behind nest's back and reused can never be hit; else (the
- * watcher thread, or a kernel without pidfd_send_signal) with kill(2),
- * correct under the rule that nobody else reaps our children.  Returns 0
- * or a negated errno. */
-static int send_signal(nest_process *p, int sig) {
+#define NEST_PIDFD_SIGNAL_PROCESS_GROUP (1u << 2) /* Linux >= 6.9; C libraries lack it */
+
+/* pidfd_send_signal(2): 0 or a negated errno (-ENOSYS without it). */
+static int pidfd_signal(int pidfd, int sig, unsigned flags) {
 #ifdef SYS_pidfd_send_signal
-    if (has_pidfd(p)) {
-        if (syscall(SYS_pidfd_send_signal, p->exit_fd, sig, NULL, 0) == 0) return 0;
-        if (errno != ENOSYS) return nest__neg_errno();
-    }
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags) == 0 ? 0 : nest__neg_errno();
+#else
+    (void)pidfd, (void)sig, (void)flags;
+    return -ENOSYS;
 #endif
-    return kill(p->pid, sig) < 0 ? nest__neg_errno() : 0;
+}
+
+/* Sends sig to the child, or with P_GROUP to its process group: through
+ * its pidfd when there is one, so that a pid reaped behind nest's back
+ * and reused can never be hit; else (the watcher thread, or a kernel
+ * without pidfd_send_signal) with kill(2), correct under the rule that
+ * nobody else reaps our children.  Callers send only while the child is
+ * unreaped, which is what keeps its pid, and so its group id, ours.
+ * Returns 0 or a negated errno. */
+static int send_signal(nest_process *p, int sig) {
+    int group = (p->flags & P_GROUP) != 0;
+    if (has_pidfd(p)) {
+        int rc = pidfd_signal(p->exit_fd, sig, group ? NEST_PIDFD_SIGNAL_PROCESS_GROUP : 0);
+        if (rc == -EINVAL && group) {
+            /* A kernel before 6.9 does not know the flag.  Signal 0 through
+             * the pidfd checks that the leader is still ours (not reaped
+             * behind nest's back), and then its id names its group. */
+            rc = pidfd_signal(p->exit_fd, 0, 0);
+            if (rc == 0) rc = -ENOSYS; /* go on with kill(2) */
+        }
+        if (rc != -ENOSYS) return rc;
+    }
+    return kill(group ? -p->pid : p->pid, sig) < 0 ? nest__neg_errno() : 0;
 }
 
 /* Blocks until p->exit_fd is readable: the fd wait of lib/fd.c, parked
@@ -326,6 +359,31 @@ static int wait_status(nest_process *p, int flags, int *code) {
     return 1;
 }
 
+/* Whether the child has exited, without reaping it (waitid with
+ * WNOWAIT): 1 when it is a zombie, 0 while it runs, or a negated errno
+ * (-ECHILD: someone else reaped it).  Through the pidfd where there is
+ * one, as wait_status. */
+static int peek_exit(nest_process *p) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r = -1;
+    const int opts = WEXITED | WNOHANG | WNOWAIT;
+#ifdef NEST_P_PIDFD
+    if (has_pidfd(p)) {
+        while ((r = waitid((idtype_t)NEST_P_PIDFD, (id_t)p->exit_fd, &si, opts)) < 0 &&
+               errno == EINTR) {
+        }
+        if (r < 0 && errno != EINVAL) return nest__neg_errno();
+    }
+#endif
+    if (r < 0) {
+        while ((r = waitid(P_PID, (id_t)p->pid, &si, opts)) < 0 && errno == EINTR) {
+        }
+        if (r < 0) return nest__neg_errno();
+    }
+    return si.si_pid != 0;
+}
+
 /* Lets go of what noticed the exit: joins the watcher (which closed its
  * own end of the pipe before we could see EOF, so the join is immediate)
  * and closes the exit fd. */
@@ -343,15 +401,25 @@ static void exit_watch_release(nest_process *p) {
 /* Reaps the child if it has exited.  Returns 1 when reaped (now or
  * before), 0 while it runs, -ECHILD when its status was lost.  Never
  * blocks for long: with a watcher, waitpid runs only after the thread saw
- * the exit. */
+ * the exit.  A group leader's group gets SIGKILL first, while the zombie
+ * still pins the group id (after the reap, the id may be reused). */
 static int try_reap(nest_process *p) {
     if (p->flags & P_REAPED) return (p->flags & P_LOST) ? -ECHILD : 1;
-    int flags = WNOHANG;
+    int flags = WNOHANG, exited = 0;
     if (p->watch) {
         char c;
         ssize_t n = read(p->exit_fd, &c, 1);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
         flags = 0; /* EOF: the child is a zombie, waitpid returns at once */
+        exited = 1;
+    }
+    if (p->flags & P_GROUP) {
+        if (!exited) {
+            int r = peek_exit(p);
+            if (r == 0) return 0;
+            exited = r > 0; /* r < 0: lost, and wait_status reports it */
+        }
+        if (exited) (void)send_signal(p, SIGKILL);
     }
     int code = 0;
     int r = wait_status(p, flags, &code);
@@ -495,15 +563,20 @@ static int stdio_action(posix_spawn_file_actions_t *fa, const nest_process_optio
     }
 }
 
-static int spawn_attrs(posix_spawnattr_t *at) {
+static int spawn_attrs(posix_spawnattr_t *at, const nest_process_options *o) {
     sigset_t none, dfl;
     sigemptyset(&none);
     sigemptyset(&dfl);
     sigaddset(&dfl, SIGPIPE);
     sigaddset(&dfl, SIGXFSZ);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
     int rc = posix_spawnattr_setsigmask(at, &none);
     if (!rc) rc = posix_spawnattr_setsigdefault(at, &dfl);
-    if (!rc) rc = posix_spawnattr_setflags(at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!rc && o->new_group) {
+        rc = posix_spawnattr_setpgroup(at, 0); /* 0: a group named by the child's pid */
+        flags |= POSIX_SPAWN_SETPGROUP;
+    }
+    if (!rc) rc = posix_spawnattr_setflags(at, flags);
     return -rc;
 }
 
@@ -535,7 +608,7 @@ static int do_spawn(nest_process *p, const char *path, char *const argv[],
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
     if (rc == 0 && !o->inherit_fds) rc = -posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 #endif
-    if (rc == 0) rc = spawn_attrs(&at);
+    if (rc == 0) rc = spawn_attrs(&at, o);
     if (rc == 0) {
         pid_t pid;
         char *const *envp = o->envp ? o->envp : environ;
@@ -543,10 +616,16 @@ static int do_spawn(nest_process *p, const char *path, char *const argv[],
          * exits and is reaped inside posix_spawn). */
         int err = o->search_path ? posix_spawnp(&pid, path, &fa, &at, argv, envp)
                                  : posix_spawn(&pid, path, &fa, &at, argv, envp);
-        if (err)
+        if (err) {
             rc = -err;
-        else
+        } else {
             p->pid = pid;
+            /* The parent sets the group too, as shells do: a posix_spawn
+             * built on fork may return before the child did, and a group
+             * signal must not miss it.  After the child's exec (glibc:
+             * always) this fails with EACCES, harmlessly. */
+            if (o->new_group) (void)setpgid(pid, pid);
+        }
     }
     posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
@@ -631,11 +710,11 @@ int nest_process_spawn(nest_process *p, const char *path, char *const argv[],
     rc = do_spawn(p, path, argv, o, parent_end, child_end);
     for (int i = 0; i < 3; i++)
         if (child_end[i] >= 0) close(child_end[i]);
+    if (rc == 0 && o->new_group) p->flags |= P_GROUP; /* kill_and_reap_now's SIGKILL too */
     if (rc == 0 && (rc = exit_watch_begin(p, rec)) < 0) kill_and_reap_now(p);
     if (rc < 0) {
         nest__free(rec, sizeof *rec);
-        for (int i = 0; i < 3; i++)
-            if (parent_end[i] >= 0) close(parent_end[i]);
+        for (int i = 0; i < 3; i++) nest__fd_close(parent_end[i]); /* -1: nothing */
         p->pid = -1;
         p->flags = 0;
         p->magic = PROC_CLOSED; /* so that a cleanup path may close it anyway */
@@ -646,6 +725,7 @@ int nest_process_spawn(nest_process *p, const char *path, char *const argv[],
         if (parent_end[i] < 0) continue;
         nest_stream_init(&p->pipes[i].stream, &pipe_vt);
         p->pipes[i].fd = parent_end[i]; /* non-blocking since stdio_action */
+        p->pipes[i].waited = 0;
         *ends[i] = &p->pipes[i].stream;
     }
     p->grace = o->grace;

@@ -17,7 +17,11 @@
  * sources among 0-2 are taken as they were before the spawn (stdout and
  * stderr swapped); with a pidfd, a pid reaped behind nest's back and
  * reused is neither signalled nor reaped; a process left unclosed aborts
- * the end of the run.
+ * the end of the run.  Pipe streams round-trip data through cat with
+ * waits in both directions on reused watchers.  Process groups
+ * (new_group): close, a cancelled run, kill and the reap of the leader
+ * end a grandchild too (seen as EOF on a pipe only the grandchild holds),
+ * and without new_group the grandchild outlives the close.
  *
  * Both ways of noticing an exit are tested: the pidfd (default on Linux)
  * and, with nest__process_force_thread(1), the watcher thread; cases
@@ -30,6 +34,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -880,6 +885,266 @@ NEST_TEST(out_of_memory_at_every_allocation_leaks_nothing) { oom_loop(); }
 NEST_TEST(out_of_memory_at_every_allocation_leaks_nothing_thread) {
     nest__process_force_thread(1);
     oom_loop();
+}
+
+/* ---- pipe streams keep their watchers ------------------------------------------ */
+
+struct pump_ctx {
+    nest_stream *s;
+    char *buf;
+    size_t len;
+};
+
+static int pump_in(void *arg) {
+    struct pump_ctx *c = arg;
+    return nest_stream_send_all(c->s, c->buf, c->len, NULL);
+}
+
+/* Several messages through cat, both ways at once: 1 MiB into a 64 KiB
+ * pipe makes the writer wait for writability again and again while the
+ * reader waits for data.  Both streams wait through nest__wait_stable,
+ * whose record says which directions have a watcher set up. */
+static int round_trip_body(void *arg) {
+    (void)arg;
+    int fds = count_fds();
+    nest_process p;
+    nest_process_options o = pipes(1, 1, 0);
+    char *argv[] = {"cat", NULL};
+    CHECK_EQ(nest_process_spawn(&p, "/bin/cat", argv, &o), 0);
+    nest_pipe_stream *in = (nest_pipe_stream *)p.stdin_, *out = (nest_pipe_stream *)p.stdout_;
+    CHECK_EQ(in->waited, 0);
+    CHECK_EQ(out->waited, 0);
+    for (int i = 0; i < 5; i++) { /* ping-pong: each reply is waited for */
+        char msg[32], got[32];
+        int len = snprintf(msg, sizeof msg, "message %d\n", i);
+        CHECK_EQ(nest_stream_send_all(p.stdin_, msg, (size_t)len, NULL), 0);
+        size_t n = 0;
+        while (n < (size_t)len) {
+            ssize_t r = nest_stream_receive_some(p.stdout_, got + n, sizeof got - n);
+            CHECK(r > 0);
+            n += (size_t)r;
+        }
+        CHECK_EQ(n, (size_t)len);
+        CHECK(memcmp(got, msg, n) == 0);
+    }
+    static char big[1 << 20], back[1 << 20];
+    for (int round = 0; round < 3; round++) {
+        for (size_t j = 0; j < sizeof big; j++) big[j] = (char)(j * 7 + (size_t)round);
+        struct pump_ctx c = {p.stdin_, big, sizeof big};
+        nest_nursery n;
+        nest_nursery_open(&n);
+        CHECK_EQ(nest_spawn(&n, pump_in, &c), 0);
+        size_t got = 0;
+        while (got < sizeof back) {
+            ssize_t r = nest_stream_receive_some(p.stdout_, back + got, sizeof back - got);
+            CHECK(r > 0);
+            got += (size_t)r;
+        }
+        CHECK_EQ(nest_nursery_close(&n, 0), 0);
+        CHECK(memcmp(big, back, sizeof big) == 0);
+    }
+    CHECK_EQ(in->waited, 2u);  /* the write end waited for writability */
+    CHECK_EQ(out->waited, 1u); /* the read end for data */
+    CHECK_EQ(nest_stream_send_eof(p.stdin_), 0);
+    char rest[8];
+    CHECK_EQ(nest_stream_receive_some(p.stdout_, rest, sizeof rest), 0);
+    int code = -1;
+    CHECK_EQ(nest_process_wait(&p, &code), 0);
+    CHECK_EQ(code, 0);
+    CHECK_EQ(nest_process_close(&p), 0);
+    CHECK_EQ(count_fds(), fds);
+    return 0;
+}
+
+NEST_TEST(pipe_round_trips_through_cat_wait_in_both_directions) {
+    CHECK_EQ(run_mock(round_trip_body, NULL), 0);
+}
+
+/* ---- process groups -------------------------------------------------------------- */
+
+/* Reads one line of s (byte by byte) and returns it as a pid. */
+static pid_t read_pid_line(nest_stream *s) {
+    char line[32];
+    size_t len = 0;
+    for (;;) {
+        CHECK_EQ(nest_stream_receive_some(s, line + len, 1), 1);
+        if (line[len] == '\n') break;
+        CHECK(++len < sizeof line);
+    }
+    line[len] = 0;
+    return (pid_t)atoi(line);
+}
+
+/* The shell starts a grandchild that ignores SIGTERM and holds the only
+ * write end of the handshake pipe (the shell closes its own copy after
+ * printing the grandchild's pid), then waits: so EOF on the pipe means
+ * the grandchild has exited, and "no EOF yet" means it still runs. */
+#define GRANDCHILD_SCRIPT "(trap '' TERM; exec sleep 1000) & echo $!; exec >&-; wait"
+
+static int spawn_with_grandchild(nest_process *p, int new_group, nest_pipe_stream *r, pid_t *gpid) {
+    int hs[2];
+    CHECK_EQ(pipe2(hs, O_CLOEXEC), 0);
+    nest_process_options o = pipes(0, 0, 0);
+    o.stdio[1] = NEST_STDIO_FD;
+    o.stdio_fd[1] = hs[1];
+    o.new_group = new_group;
+    CHECK_EQ(spawn_sh(p, GRANDCHILD_SCRIPT, &o), 0);
+    close(hs[1]);
+    CHECK_EQ(nest_pipe_stream_init(r, hs[0]), 0);
+    *gpid = read_pid_line(&r->stream);
+    CHECK(*gpid > 0);
+    return 0;
+}
+
+/* With new_group, close's SIGTERM ends the shell, and the SIGKILL to the
+ * group sent before the shell is reaped ends the grandchild, which
+ * ignores SIGTERM.  The mock clock never jumps, so the grace period never
+ * ends: the grandchild's death can only come from that group SIGKILL. */
+static int group_close_body(void *arg) {
+    (void)arg;
+    int fds = count_fds();
+    nest_process p;
+    nest_pipe_stream r;
+    pid_t gpid;
+    spawn_with_grandchild(&p, 1, &r, &gpid);
+    CHECK_EQ(getpgid(p.pid), p.pid); /* a group of its own, */
+    CHECK_EQ(getpgid(gpid), p.pid);  /* which the grandchild is in */
+    CHECK(getpgid(0) != p.pid);
+    CHECK_EQ(nest_process_close(&p), 0);
+    CHECK_EQ(p.returncode, -SIGTERM);
+    CHECK_EQ(nest_now(), 0);
+    char c;
+    CHECK_EQ(nest_stream_receive_some(&r.stream, &c, 1), 0); /* EOF: the grandchild is gone */
+    nest_stream_close(&r.stream);
+    CHECK_EQ(count_fds(), fds);
+    return 0;
+}
+
+NEST_TEST(new_group_close_ends_the_grandchildren_too) {
+    CHECK_EQ(run_frozen(group_close_body), 0);
+}
+NEST_TEST(new_group_close_ends_the_grandchildren_too_thread) {
+    nest__process_force_thread(1);
+    CHECK_EQ(run_frozen(group_close_body), 0);
+}
+
+/* Without new_group (the default) only the shell is signalled: the
+ * grandchild outlives the close, in the test's own group. */
+static int no_group_body(void *arg) {
+    (void)arg;
+    nest_process p;
+    nest_pipe_stream r;
+    pid_t gpid;
+    spawn_with_grandchild(&p, 0, &r, &gpid);
+    CHECK_EQ(getpgid(p.pid), getpgid(0));
+    CHECK_EQ(nest_process_close(&p), 0);
+    CHECK_EQ(p.returncode, -SIGTERM);
+    char c;
+    CHECK_EQ(read(r.fd, &c, 1), -1); /* the write end is still open: */
+    CHECK_EQ(errno, EAGAIN);
+    CHECK_EQ(kill(gpid, 0), 0); /* the grandchild runs on */
+    CHECK_EQ(kill(gpid, SIGKILL), 0);
+    CHECK_EQ(nest_stream_receive_some(&r.stream, &c, 1), 0); /* and ends now */
+    nest_stream_close(&r.stream);
+    return 0;
+}
+
+NEST_TEST(without_new_group_a_grandchild_outlives_the_close) {
+    CHECK_EQ(run_frozen(no_group_body), 0);
+}
+
+/* A nest_process_run cancelled: the ladder's signals reach the group.
+ * Shell and grandchild both ignore SIGTERM; the SIGKILL after the grace
+ * period ends both. */
+static int group_canceller(void *arg) {
+    nest_pipe_stream *r = arg;
+    pid_t gpid = read_pid_line(&r->stream);
+    CHECK(gpid > 0);
+    note("ready@%lld", ms());
+    nest_scope_cancel(&run_scope);
+    char c;
+    CHECK_EQ(nest_stream_receive_some(&r->stream, &c, 1), 0); /* the grandchild ended */
+    nest_stream_close(&r->stream);
+    return 0;
+}
+
+static int group_run_cancel_body(void *arg) {
+    (void)arg;
+    int fds = count_fds();
+    int hs[2];
+    CHECK_EQ(pipe2(hs, O_CLOEXEC), 0);
+    nest_pipe_stream r;
+    CHECK_EQ(nest_pipe_stream_init(&r, hs[0]), 0);
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, group_canceller, &r), 0);
+    nest_process_options o = pipes(0, 0, 0);
+    o.stdio[1] = NEST_STDIO_FD;
+    o.stdio_fd[1] = hs[1];
+    o.new_group = 1;
+    char *argv[4];
+    sh_argv("trap '' TERM; " GRANDCHILD_SCRIPT, argv);
+    nest_process_io io = {0};
+    nest_scope_enter(&run_scope, NEST_FOREVER);
+    int rc = nest_process_run("/bin/sh", argv, &o, &io);
+    note("run %s@%lld", nest_err_name(rc), ms());
+    CHECK_EQ(nest_scope_exit(&run_scope, rc), 0);
+    close(hs[1]);
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    CHECK_STREQ(events, "ready@0 run ECANCELED@5000");
+    CHECK_EQ(io.returncode, -SIGKILL);
+    CHECK_EQ(count_fds(), fds);
+    CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
+    return 0;
+}
+
+NEST_TEST(new_group_cancelled_run_ends_the_grandchildren_too) {
+    CHECK_EQ(run_mock(group_run_cancel_body, NULL), 0);
+}
+NEST_TEST(new_group_cancelled_run_ends_the_grandchildren_too_thread) {
+    CHECK_EQ(run_thread_mode(group_run_cancel_body), 0);
+}
+
+/* A shell that exits at once, leaving a grandchild with its stdout: run
+ * would wait for the grandchild (the pipe has not ended), but with
+ * new_group the reap of the shell kills it, and the output ends.  Also
+ * nest_process_kill reaches the whole group. */
+static int group_run_exit_body(void *arg) {
+    (void)arg;
+    char *argv[4];
+    sh_argv("sleep 1000 & echo started", argv);
+    nest_process_options o = pipes(0, 1, 0);
+    o.new_group = 1;
+    char out[16];
+    nest_process_io io = {0};
+    io.out = out;
+    io.out_cap = sizeof out;
+    CHECK_EQ(nest_process_run("/bin/sh", argv, &o, &io), 0);
+    CHECK_EQ(io.returncode, 0);
+    CHECK_EQ(io.out_len, 8);
+    CHECK(memcmp(out, "started\n", 8) == 0);
+
+    nest_process p;
+    nest_pipe_stream r;
+    pid_t gpid;
+    spawn_with_grandchild(&p, 1, &r, &gpid);
+    CHECK_EQ(nest_process_kill(&p), 0);
+    char c;
+    CHECK_EQ(nest_stream_receive_some(&r.stream, &c, 1), 0); /* the grandchild got it too */
+    int code = 0;
+    CHECK_EQ(nest_process_wait(&p, &code), 0);
+    CHECK_EQ(code, -SIGKILL);
+    CHECK_EQ(nest_process_kill(&p), 0); /* reaped: nothing is sent to the group */
+    nest_stream_close(&r.stream);
+    return nest_process_close(&p);
+}
+
+NEST_TEST(new_group_reaping_the_leader_ends_its_group) {
+    CHECK_EQ(run_frozen(group_run_exit_body), 0);
+}
+NEST_TEST(new_group_reaping_the_leader_ends_its_group_thread) {
+    nest__process_force_thread(1);
+    CHECK_EQ(run_frozen(group_run_exit_body), 0);
 }
 
 /* ---- pid reuse ------------------------------------------------------------------ */

@@ -44,6 +44,10 @@
  * is then lost and waits return -ECHILD.  Where nest has a pidfd it
  * signals and reaps through it, so a reaped child's reused pid is never
  * hit; without one (the watcher thread) that safety rests on this rule.
+ *
+ * Process groups (nest_process_options.new_group): a child that starts
+ * children of its own can be made the leader of a new process group, so
+ * that the termination ladder stops all of them, not just the child.
  */
 #ifndef NEST_PROCESS_H
 #define NEST_PROCESS_H
@@ -68,11 +72,14 @@ NEST_BEGIN_DECLS
  * are private. */
 typedef struct nest_pipe_stream {
     nest_stream stream;
-    int fd; /* owned; -1 once closed (or after send_eof) */
+    int fd;          /* owned; -1 once closed (or after send_eof) */
+    unsigned waited; /* private: directions whose fd watcher is set up */
 } nest_pipe_stream;
 
 /* Makes s a stream over fd and takes ownership of fd (nest_stream_close()
- * closes it).  Sets O_NONBLOCK on fd (which affects every descriptor that
+ * closes it; the caller must not: the stream keeps its fd watcher set up
+ * between waits, and only nest's close tells the event loop that the
+ * number is gone).  Sets O_NONBLOCK on fd (which affects every descriptor that
  * shares its open file description).  Not a checkpoint.  Returns 0 or a
  * negated errno (-EBADF ...); then fd stays the caller's and s is
  * unusable. */
@@ -122,6 +129,22 @@ typedef struct nest_process_options {
     /* The first signal a terminated child gets.  Default SIGTERM; 0: none,
      * SIGKILL at once. */
     int term_signal;
+    /* Non-zero: the child becomes the leader of a new process group (its
+     * group id is its pid), and every signal nest sends it - signal,
+     * terminate, kill, and close's and run's term_signal and SIGKILL - goes
+     * to the whole group, so a shell's own children (`sh -c 'a | b'`) get
+     * it too.  When nest reaps the child (wait, poll, close, run), it first
+     * sends SIGKILL to the group: whatever of the group outlived its leader
+     * dies with it.  The grace period is the leader's: a child that wants
+     * its children to end cleanly waits for them before it exits.  nest
+     * reaps only the child itself; the others are reparented to init (or
+     * the subreaper) when they exit.  A process that moves to another group
+     * or session (setsid, a shell's job control) is out of reach.  The
+     * group is not the terminal's foreground group: the terminal's ^C does
+     * not reach it, and a child that reads from the terminal is stopped
+     * (SIGTTIN).  0 (the default): the child stays in the parent's group
+     * and only it is signalled. */
+    int new_group;
 } nest_process_options;
 
 /* Fills o with the defaults above.  Never fails; not a checkpoint. */
@@ -200,13 +223,15 @@ NEST_API int nest_process_poll(nest_process *p, int *returncode);
 
 /* Sends signal sig to the child, if it has not been reaped yet (a reaped
  * child's pid may belong to another process by now, so then nothing is
- * sent and 0 is returned).  nest_process_terminate sends SIGTERM,
- * nest_process_kill SIGKILL.  With a pidfd the signal goes through it
- * (pidfd_send_signal), so it can reach only this child: if the program
- * broke the rules above and reaped it, the result is -ESRCH.  Not
- * checkpoints.  Return 0, -EINVAL for a bad signal, NEST_ECLOSED once p
- * is closed, or a negated errno from pidfd_send_signal(2) or kill(2).
- * Must be called from a task. */
+ * sent and 0 is returned); with new_group, to its whole process group
+ * (the same condition keeps the group id from naming another group).
+ * nest_process_terminate sends SIGTERM, nest_process_kill SIGKILL.  With
+ * a pidfd the signal goes through it (pidfd_send_signal), so it can reach
+ * only this child (or its group): if the program broke the rules above
+ * and reaped it, the result is -ESRCH.  Not checkpoints.  Return 0,
+ * -EINVAL for a bad signal, NEST_ECLOSED once p is closed, or a negated
+ * errno from pidfd_send_signal(2) or kill(2).  Must be called from a
+ * task. */
 NEST_API int nest_process_signal(nest_process *p, int sig);
 NEST_API int nest_process_terminate(nest_process *p);
 NEST_API int nest_process_kill(nest_process *p);
@@ -263,7 +288,8 @@ typedef struct nest_process_io {
  * usual); io->out_len and io->err_len then count what was captured.  A
  * program that exits while something else (a child of its own) keeps its
  * stdout or stderr open makes run wait for that too, as the pipe has not
- * ended.
+ * ended - unless o->new_group is set: then the reap of the program kills
+ * the rest of its group, which ends the pipes.
  *
  * Returns 0 with io->returncode set (a non-zero exit status is not an
  * error for run: check returncode); -ECANCELED; nest_process_spawn's
