@@ -302,7 +302,7 @@ void nest__rt_root_done(struct nest__rt *rt);
 void nest__rt_deadlock(struct nest__rt *rt);
 int nest__rt_destroy(struct nest__rt *rt);
 int nest__rt_guest_slice(struct nest__rt *rt);
-nest_time nest__rt_guest_plan(struct nest__rt *rt, int timer_fired);
+nest_time nest__rt_guest_plan(struct nest__rt *rt);
 
 /* nursery.c */
 void nest__nursery_child_done(struct nest__rt *rt, nest_task *t);
@@ -328,6 +328,9 @@ int nest__wait_fd_as(int fd, int writable, int mode, int kind, const void *obj,
 void nest__loop_unwatch(struct nest__rt *rt, int fd, int writable);
 void nest__loop_closing(struct nest__rt *rt, int fd);
 nest_task *nest__loop_waiter(struct nest__rt *rt, int fd, int writable);
+/* How many times the calling runtime has started an fd watcher (for tests:
+ * a parked watcher that is reused is not started again). */
+uint64_t nest__loop_watch_starts(void);
 /* Makes a poll blocked in libev return soon.  Async-signal-safe; callable
  * from any thread while the loop exists, once wakeups are enabled. */
 int nest__loop_wakeup_enable(struct nest__rt *rt);
@@ -348,7 +351,7 @@ void nest__loop_guest_kick(struct nest__rt *rt);
 int nest__loop_run_host_once(struct nest__rt *rt);
 /* lib/guest.c, called from evloop.c's guest watchers. */
 int nest__guest_check(struct nest__rt *rt); /* 1: the run ended, rt is gone */
-nest_time nest__guest_prepare(struct nest__rt *rt, int timer_fired);
+nest_time nest__guest_prepare(struct nest__rt *rt);
 
 /* lib/thread.c */
 void nest__foreign_drain(struct nest__rt *rt); /* rt->foreign_req was set */

@@ -12,7 +12,7 @@
  * entry holds one ev_io and one waiting task per direction.  A watcher is
  * active while a task waits on it (rt->nio counts those tasks, and the
  * deadlock check trusts rt->nio), and otherwise only if it is "parked": a
- * socket stream's watcher kept between waits, unreferenced so that it keeps
+ * socket or pipe stream's watcher kept between waits, unreferenced so that it keeps
  * no ev_run alive (see nest__loop_watch).  Any other idle fd costs libev
  * nothing.
  *
@@ -65,7 +65,7 @@ struct nest__loop {
     ev_prepare prep;        /* before the host blocks: arm timer or idle */
     ev_check check;         /* after every poll: run a slice of tasks */
     ev_idle idle;           /* active while tasks are runnable: no blocking */
-    int fired;              /* the timer went off since the last prepare */
+    uint64_t nstarts;       /* ev_io_start calls (nest__loop_watch_starts) */
 };
 
 /* Stops a watcher, parked or not (libev wants an unreferenced watcher
@@ -102,6 +102,10 @@ static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
     int dir = (w->events & EV_WRITE) ? 1 : 0;
     struct fd_entry *e = lp->fds[w->fd];
     nest_task *t = e->waiter[dir];
+    if (!t && !ev_is_active(w)) { /* libev killed a parked watcher (EV_ERROR) */
+        stop_watcher(lp, e, dir);
+        return;
+    }
     if (!t) { /* a parked watcher's fd is ready while nobody waits on it */
         /* Typically its task was woken by the last poll and has not run
          * yet.  While tasks are runnable polls do not block, so leave the
@@ -123,10 +127,8 @@ static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
 
 static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     (void)ev;
-    (void)revents; /* its only job is to end ev_run (and, for a guest, to
-                      tell the next prepare that the wait ran its course) */
-    struct nest__loop *lp = w->data;
-    lp->fired = 1;
+    (void)w;
+    (void)revents; /* its only job is to end ev_run */
 }
 
 static void wake_cb(struct ev_loop *ev, ev_async *w, int revents) {
@@ -200,7 +202,7 @@ void nest__loop_close(struct nest__rt *rt) {
         struct fd_entry *e = lp->fds[fd];
         if (!e) continue;
         for (int d = 0; d < 2; d++)
-            if (ev_is_active(&e->io[d])) stop_watcher(lp, e, d);
+            if (ev_is_active(&e->io[d]) || e->parked[d]) stop_watcher(lp, e, d);
         nest__free(e, sizeof *e);
     }
     nest__free(lp->fds, (size_t)lp->nfds * sizeof *lp->fds);
@@ -253,8 +255,11 @@ static struct fd_entry *entry(struct nest__loop *lp, int fd) {
  * the last wait, and libev would otherwise skip the registration and never
  * report it.
  *
- * A stable wait comes from nest's own streams, whose fds are only ever
- * closed after nest__loop_closing (lib/sock.h's rule).  Their watcher is
+ * A stable wait comes from nest's own socket and pipe streams, whose fds
+ * are only ever closed after nest__loop_closing (lib/sock.h's rule; a
+ * stream closed outside a task, e.g. by a guest's host code, leaves its
+ * watcher parked on a closed fd: harmless, since the next stream on that
+ * number sets its watcher up afresh, below).  Their watcher is
  * set up once and, when a wait ends, left active with no waiter ("parked",
  * unreferenced so that it keeps no ev_run alive); the next wait only puts
  * the task back.  A server that reads requests one after another on a
@@ -291,6 +296,7 @@ int nest__loop_watch(struct nest__rt *rt, int fd, int writable, nest_task *t, in
     }
     e->stable[writable] = (unsigned char)stable;
     ev_io_start(lp->ev, w);
+    lp->nstarts++;
     e->waiter[writable] = t;
     rt->nio++;
     return 0;
@@ -349,9 +355,7 @@ static void guest_idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
 /* Asks the runtime how long the host may block and arms the timer, or the
  * idle watcher when tasks are runnable (then the host does not block). */
 static void guest_arm(struct ev_loop *ev, struct nest__loop *lp) {
-    int fired = lp->fired;
-    lp->fired = 0;
-    nest_time t = nest__guest_prepare(lp->rt, fired);
+    nest_time t = nest__guest_prepare(lp->rt);
     if (t == 0) {
         ev_timer_stop(ev, &lp->timer);
         if (!ev_is_active(&lp->idle)) ev_idle_start(ev, &lp->idle);
@@ -404,5 +408,7 @@ void nest__loop_guest_start(struct nest__rt *rt) {
     ev_unref(lp->ev);
     ev_idle_start(lp->ev, &lp->idle); /* the root task is runnable */
 }
+
+uint64_t nest__loop_watch_starts(void) { return nest__rt_cur->loop->nstarts; }
 
 int nest__loop_run_host_once(struct nest__rt *rt) { return ev_run(rt->loop->ev, EVRUN_ONCE); }

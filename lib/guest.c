@@ -72,10 +72,10 @@ int nest__guest_check(struct nest__rt *rt) {
     return 1;
 }
 
-nest_time nest__guest_prepare(struct nest__rt *rt, int timer_fired) {
+nest_time nest__guest_prepare(struct nest__rt *rt) {
     struct nest__rt *prev = nest__rt_cur;
     nest__rt_cur = rt;
-    nest_time t = nest__rt_guest_plan(rt, timer_fired);
+    nest_time t = nest__rt_guest_plan(rt);
     nest__rt_cur = prev;
     return t;
 }

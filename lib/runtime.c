@@ -294,11 +294,13 @@ int nest__rt_guest_slice(struct nest__rt *rt) {
 
 /* Before the host's loop blocks: what idle() decides, without blocking.
  * Returns how long the loop may block (0: tasks are runnable; -1: until an
- * event).  timer_fired: the timer armed for the last answer went off (with
- * the mock clock, that means the autojump threshold passed quietly).
+ * event).  With the mock clock and an autojump threshold, the jump comes
+ * once the guest has been quiet (run no task) for the threshold in real
+ * time, whatever else the host's loop did meanwhile; the timer armed for
+ * the remainder only makes sure the host's loop turns then.
  * There is no deadlock verdict: host code may call in at any time
  * (nest_guest_call), so a guest with nothing to wake it simply waits. */
-nest_time nest__rt_guest_plan(struct nest__rt *rt, int timer_fired) {
+nest_time nest__rt_guest_plan(struct nest__rt *rt) {
     expire(rt);
     if (rt->runq_head) return 0;
     if (rt->idle_head) {
@@ -310,7 +312,7 @@ nest_time nest__rt_guest_plan(struct nest__rt *rt, int timer_fired) {
     if (next == NEST_FOREVER) return -1;
     if (rt->clock_kind == NEST_CLOCK_MONOTONIC) return next > rt->now ? next - rt->now : 0;
     if (rt->autojump == NEST_FOREVER) return -1;
-    if (rt->autojump > 0 && !timer_fired) {
+    if (rt->autojump > 0) {
         /* Count the threshold from when the guest went quiet, not from
          * this iteration: the host's own watchers may turn its loop far
          * more often than the threshold, and must not postpone the jump. */

@@ -24,12 +24,12 @@ static inline int nest__neg_errno(void) { return errno > 0 ? -errno : -EIO; }
 void nest__fd_close(int fd);
 
 /* nest_wait_readable (writable 0) or nest_wait_writable (1) for an fd that
- * is only ever closed by this rule (a socket stream's): same checkpoint and
- * errors, but the fd's watcher is reused from one wait to the next instead
- * of re-registered with the kernel each time (lib/evloop.c).  *waited is
- * the stream's record of the directions it has waited on (0 when the
- * stream is made): the first wait in each direction sets the watcher up
- * afresh. */
+ * is only ever closed by this rule (a socket or pipe stream's): same
+ * checkpoint and errors, but the fd's watcher is reused from one wait to
+ * the next instead of re-registered with the kernel each time
+ * (lib/evloop.c).  *waited is the stream's record of the directions it has
+ * waited on (0 when the stream is made): the first wait in each direction
+ * sets the watcher up afresh. */
 int nest__wait_stable(int fd, int writable, unsigned *waited);
 
 /* Connects the non-blocking socket fd to a: connect(2), then, if it is in

@@ -587,6 +587,8 @@ struct nest_token {
     pthread_t rt_thread;      /* the thread that runs rt */
     struct treq *head, *tail; /* pending requests, FIFO */
     int rt_counted;           /* runtime thread only: counted in nforeign */
+    unsigned spin_skip;       /* requests left that do not spin (back-off) */
+    unsigned spin_backoff;    /* how many to skip after the next miss */
 };
 
 nest_token *nest_token_get(void) {
@@ -659,10 +661,24 @@ static int submit(nest_token *tok, struct treq *r) {
     /* A function that returns at once is usually done within a few
      * microseconds of the runtime waking: watch for that, without the
      * lock, before sleeping on the condition variable (which would cost
-     * the runtime's thread a futex wake and this one a reschedule). */
-    pthread_mutex_unlock(&tok->mu);
-    spin_for(&r->done, 1, TOKEN_SPIN);
-    pthread_mutex_lock(&tok->mu);
+     * the runtime's thread a futex wake and this one a reschedule).  A spin
+     * that misses (fn blocks, or the runtime is busy) makes the next 1, 3,
+     * 7, ... requests (up to 63) sleep at once, as nest_to_thread's
+     * caller does; a hit resets that. */
+    if (tok->spin_skip) {
+        tok->spin_skip--;
+    } else {
+        pthread_mutex_unlock(&tok->mu);
+        int hit = spin_for(&r->done, 1, TOKEN_SPIN);
+        pthread_mutex_lock(&tok->mu);
+        if (hit) {
+            tok->spin_backoff = 0;
+        } else {
+            tok->spin_backoff = tok->spin_backoff * 2 + 1;
+            if (tok->spin_backoff > CALLER_SPIN_SKIP_MAX) tok->spin_backoff = CALLER_SPIN_SKIP_MAX;
+            tok->spin_skip = tok->spin_backoff;
+        }
+    }
     while (!r->done) pthread_cond_wait(&tok->cv, &tok->mu);
     int left = --tok->refs;
     if (left == 1 && !tok->closed) token_poke(tok); /* as nest_token_release */

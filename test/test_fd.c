@@ -472,6 +472,9 @@ static int drain_after_quiet(void *arg) {
     return 0;
 }
 
+/* lib/evloop.c, for tests: fd watcher starts so far in this runtime. */
+uint64_t nest__loop_watch_starts(void);
+
 static int blocked_sends_root(void *arg) {
     (void)arg;
     stream_on_number(&ss_a, &peer_a, -1);
@@ -480,6 +483,7 @@ static int blocked_sends_root(void *arg) {
     nest_nursery_open(&n);
     CHECK_EQ(nest_spawn(&n, drain_after_quiet, &peer_a), 0);
     static char big[200000];
+    uint64_t starts = nest__loop_watch_starts();
     for (int round = 0; round < 3; round++) {
         size_t sent = 0;
         /* More than the buffer holds: it blocks until the drainer runs. */
@@ -487,6 +491,8 @@ static int blocked_sends_root(void *arg) {
         note("sent");
         fill(nest_stream_socket(&ss_a.stream));
     }
+    /* One start for three blocked sends: the watcher was parked and reused. */
+    note("starts:%d", (int)(nest__loop_watch_starts() - starts));
     CHECK_EQ(nest_nursery_close(&n, 0), 0);
     nest_stream_close(&ss_a.stream);
     close(peer_a);
@@ -496,5 +502,38 @@ static int blocked_sends_root(void *arg) {
 NEST_TEST(a_parked_writable_watcher_wakes_every_blocked_send) {
     events[0] = 0;
     CHECK_EQ(run_mock(blocked_sends_root, NULL), 0);
-    CHECK_STREQ(events, "drained sent drained sent drained sent");
+    CHECK_STREQ(events, "drained sent drained sent drained sent starts:1");
+}
+
+/* The readable direction: three blocking receives on one stream start its
+ * watcher once. */
+static int send_three_after_quiet(void *arg) {
+    int fd = *(int *)arg;
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(nest_wait_all_tasks_blocked(), 0);
+        char c = (char)('a' + i);
+        CHECK_EQ(write(fd, &c, 1), 1);
+    }
+    return 0;
+}
+
+static int three_receives_root(void *arg) {
+    (void)arg;
+    stream_on_number(&ss_a, &peer_a, -1);
+    nest_nursery n;
+    nest_nursery_open(&n);
+    CHECK_EQ(nest_spawn(&n, send_three_after_quiet, &peer_a), 0);
+    uint64_t starts = nest__loop_watch_starts();
+    for (int i = 0; i < 3; i++) note("%c", receive_one(&ss_a));
+    note("starts:%d", (int)(nest__loop_watch_starts() - starts));
+    CHECK_EQ(nest_nursery_close(&n, 0), 0);
+    nest_stream_close(&ss_a.stream);
+    close(peer_a);
+    return 0;
+}
+
+NEST_TEST(a_parked_readable_watcher_is_reused_by_the_next_receive) {
+    events[0] = 0;
+    CHECK_EQ(run_mock(three_receives_root, NULL), 0);
+    CHECK_STREQ(events, "a b c starts:1");
 }
