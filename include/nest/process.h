@@ -227,8 +227,11 @@ NEST_API int nest_process_poll(nest_process *p, int *returncode);
  * (the same condition keeps the group id from naming another group).
  * nest_process_terminate sends SIGTERM, nest_process_kill SIGKILL.  With
  * a pidfd the signal goes through it (pidfd_send_signal), so it can reach
- * only this child (or its group): if the program broke the rules above
- * and reaped it, the result is -ESRCH.  Not checkpoints.  Return 0,
+ * only this child: if the program broke the rules above and reaped it,
+ * the result is -ESRCH.  A group signal goes through the pidfd too on
+ * Linux 6.9 and later; on older kernels nest checks through the pidfd that
+ * the child is unreaped and then uses kill(-pid), which only the rules
+ * above keep safe.  Not checkpoints.  Return 0,
  * -EINVAL for a bad signal, NEST_ECLOSED once p is closed, or a negated
  * errno from pidfd_send_signal(2) or kill(2).  Must be called from a
  * task. */
