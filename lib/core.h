@@ -266,6 +266,7 @@ int nest__yield(struct nest__rt *rt, nest_task *self);
 nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char *name,
                           const char *file, int line, size_t stack_size);
 void nest__task_free(struct nest__rt *rt, nest_task *t);
+nest_task *nest__task_new_system(struct nest__rt *rt, nest_fn fn, void *arg, const char *name);
 void nest__task_pool_destroy(struct nest__rt *rt);
 void nest__run_main(struct nest__rt *rt); /* scheduler: switch to a task */
 int nest__abort_nothing(nest_task *t);    /* abort_fn for plain sleeps */

@@ -112,15 +112,8 @@ int nest_guest_call(nest_guest *g, nest_fn fn, void *arg, int *result) {
     if (rt->root_done) return NEST_ECLOSED;
     struct call c = {.fn = fn, .arg = arg};
     nest__rt_cur = rt;
-    nest_task *t = nest__task_new(rt, call_task, &c, "nest_guest_call", "nest_guest_call", 0, 0);
-    if (t) {
-        t->nursery = NULL; /* a system task: see lib/thread.c's token runners */
-        t->locals = NULL;
-        nest__scope_link(&t->root, &rt->run_scope);
-        rt->nsystem++;
-        nest__schedule_new(rt, t);
-        nest__loop_guest_kick(rt);
-    }
+    nest_task *t = nest__task_new_system(rt, call_task, &c, "nest_guest_call");
+    if (t) nest__loop_guest_kick(rt);
     nest__rt_cur = NULL;
     if (!t) return -ENOMEM;
     /* While tasks are runnable, run them right here: a call that never

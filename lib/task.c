@@ -115,6 +115,21 @@ nest_task *nest__task_new(struct nest__rt *rt, nest_fn fn, void *arg, const char
     return t;
 }
 
+/* A system task: in no nursery, linked under the run scope (so cancelling
+ * the run reaches it) and counted in rt->nsystem, which nest_run waits for
+ * after the root task.  Token runners and guest bridge calls run user code
+ * this way.  Queued to run; NULL when out of memory. */
+nest_task *nest__task_new_system(struct nest__rt *rt, nest_fn fn, void *arg, const char *name) {
+    nest_task *t = nest__task_new(rt, fn, arg, name, name, 0, 0);
+    if (!t) return NULL;
+    t->nursery = NULL;
+    t->locals = NULL;
+    nest__scope_link(&t->root, &rt->run_scope);
+    rt->nsystem++;
+    nest__schedule_new(rt, t);
+    return t;
+}
+
 void nest__task_free(struct nest__rt *rt, nest_task *t) {
     t->state = -1; /* a stale handle now fails loudly rather than quietly */
     t->next = rt->free_tasks;

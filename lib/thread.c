@@ -718,14 +718,7 @@ static int runner(void *arg) {
 
 /* Starts a system task for r; returns 0 or -ENOMEM. */
 static int spawn_runner(struct nest__rt *rt, struct treq *r) {
-    nest_task *t = nest__task_new(rt, runner, r, "nest_token_run", "nest_token_run", 0, 0);
-    if (!t) return -ENOMEM;
-    t->nursery = NULL;
-    t->locals = NULL;
-    nest__scope_link(&t->root, &rt->run_scope);
-    rt->nsystem++;
-    nest__schedule_new(rt, t);
-    return 0;
+    return nest__task_new_system(rt, runner, r, "nest_token_run") ? 0 : -ENOMEM;
 }
 
 static void token_drain(struct nest__rt *rt, nest_token *tok) {
