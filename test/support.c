@@ -7,12 +7,14 @@
 #include "support.h"
 
 #include <dirent.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -148,4 +150,16 @@ int count_fds(void) {
     while ((e = readdir(d))) n += e->d_name[0] != '.';
     closedir(d);
     return n - 1; /* the directory's own fd */
+}
+
+int have_ipv6_loopback(int type) {
+    int fd = socket(AF_INET6, type, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
 }

@@ -94,4 +94,9 @@ void expect_abort(nest_fn task, const char *const *texts);
  * that check nothing is left open. */
 int count_fds(void);
 
+/* Whether this machine can bind a socket of `type` (SOCK_STREAM,
+ * SOCK_DGRAM) to the IPv6 loopback address ::1: tests that need it skip
+ * without it (containers often have no IPv6). */
+int have_ipv6_loopback(int type);
+
 #endif

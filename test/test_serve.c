@@ -41,18 +41,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int have_ipv6_loopback(void) {
-    int fd = socket(AF_INET6, SOCK_STREAM, 0);
-    if (fd < 0) return 0;
-    struct sockaddr_in6 a;
-    memset(&a, 0, sizeof a);
-    a.sin6_family = AF_INET6;
-    a.sin6_addr = in6addr_loopback;
-    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 static int send_str(nest_stream *s, const char *str) {
     return nest_stream_send_all(s, str, strlen(str), NULL);
 }
@@ -241,7 +229,7 @@ static int serve_two(void *arg) {
 }
 
 NEST_TEST(one_port_for_ipv4_and_ipv6_listeners) {
-    if (!have_ipv6_loopback()) NEST_SKIP("no IPv6 loopback (::1) on this machine");
+    if (!have_ipv6_loopback(SOCK_STREAM)) NEST_SKIP("no IPv6 loopback (::1) on this machine");
     CHECK_EQ(run_mock(serve_two, NULL), 0);
     CHECK_STREQ(events, "served 2");
 }

@@ -41,18 +41,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int have_ipv6_loopback(void) {
-    int fd = socket(AF_INET6, SOCK_STREAM, 0);
-    if (fd < 0) return 0;
-    struct sockaddr_in6 a;
-    memset(&a, 0, sizeof a);
-    a.sin6_family = AF_INET6;
-    a.sin6_addr = in6addr_loopback;
-    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 static nest_listener lis;
 static int port;
 
@@ -128,7 +116,7 @@ NEST_TEST(connect_and_accept_on_ipv4_loopback) {
 }
 
 NEST_TEST(connect_and_accept_on_ipv6_loopback) {
-    if (!have_ipv6_loopback()) NEST_SKIP("no IPv6 loopback (::1) on this machine");
+    if (!have_ipv6_loopback(SOCK_STREAM)) NEST_SKIP("no IPv6 loopback (::1) on this machine");
     CHECK_EQ(run_mock(roundtrip, "::1"), 0);
     CHECK_STREQ(events, "peer [::1] server nodelay 1 client nodelay 1");
 }
@@ -173,7 +161,7 @@ NEST_TEST(tcp_streams_pass_conformance_check) {
 }
 
 NEST_TEST(tcp6_streams_pass_conformance_check) {
-    if (!have_ipv6_loopback()) NEST_SKIP("no IPv6 loopback (::1) on this machine");
+    if (!have_ipv6_loopback(SOCK_STREAM)) NEST_SKIP("no IPv6 loopback (::1) on this machine");
     signal(SIGPIPE, SIG_DFL);
     int rc = run_mock(tcp_check, "::1");
     if (rc) fprintf(stderr, "%s\n", check_msg);
@@ -788,7 +776,7 @@ NEST_TEST(happy_eyeballs_real_sockets_loser_is_closed) {
  * interleaving puts the full listener's v4 address second, the good one
  * third: it starts 250 ms after the hanging one). */
 NEST_TEST(happy_eyeballs_real_sockets_ipv6_refused_falls_back) {
-    if (!have_ipv6_loopback()) NEST_SKIP("no IPv6 loopback (::1) on this machine");
+    if (!have_ipv6_loopback(SOCK_STREAM)) NEST_SKIP("no IPv6 loopback (::1) on this machine");
     CHECK_EQ(run_mock(real_he, "v6"), 0);
     CHECK_STREQ(events, "v6 ECONNREFUSED@0 v4 OK@250 full ECANCELED@250 => OK @250 fds +1");
 }

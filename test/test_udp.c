@@ -24,18 +24,6 @@
 #include "nest.h"
 #include "nest/net.h"
 
-static int have_ipv6_loopback(void) {
-    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
-    if (fd < 0) return 0;
-    struct sockaddr_in6 a;
-    memset(&a, 0, sizeof a);
-    a.sin6_family = AF_INET6;
-    a.sin6_addr = in6addr_loopback;
-    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 static nest_udp_socket ua, ub;
 static nest_sockaddr addr_a, addr_b;
 
@@ -91,7 +79,7 @@ NEST_TEST(udp_round_trip_on_ipv4_loopback) {
 }
 
 NEST_TEST(udp_round_trip_on_ipv6_loopback) {
-    if (!have_ipv6_loopback()) NEST_SKIP("no IPv6 loopback (::1) on this machine");
+    if (!have_ipv6_loopback(SOCK_DGRAM)) NEST_SKIP("no IPv6 loopback (::1) on this machine");
     CHECK_EQ(run_mock(roundtrip, "::1"), 0);
     CHECK_STREQ(events, "b got ping @10 a got pong from b 1");
 }
